@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The test command: installs what is missing, starts the local MariaDB cluster, checks
+# formatting and lints, and runs every test (unit, integration against the real cluster,
+# real clients: mariadb CLI, PyMySQL, sysbench). One build profile (dev) for all of it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh --with-nextest
+scripts/local-cluster.sh up
+cargo fmt --check
+cargo clippy --all-targets -q -- -D warnings
+cargo nextest run --no-fail-fast "$@"

@@ -1,0 +1,78 @@
+//! Admin HTTP: /healthz, /readyz, /status. Reads shared handles; mutates nothing.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+use crate::session::Shared;
+
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/status", get(status))
+        .with_state(shared)
+}
+
+async fn readyz(State(s): State<Arc<Shared>>) -> (StatusCode, &'static str) {
+    if s.topology.snapshot().ready() {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "waiting for the first health check of every backend\n")
+    }
+}
+
+async fn status(State(s): State<Arc<Shared>>) -> Json<Value> {
+    let snap = s.topology.full();
+    let backends: Vec<Value> = snap
+        .entries
+        .iter()
+        .map(|e| {
+            let pools: Vec<Value> = e
+                .node
+                .pools
+                .user_pools()
+                .map(|p| {
+                    json!({
+                        "user": p.user,
+                        "idle": p.idle_len(),
+                        "in_use": p.stats.in_use.load(Ordering::Relaxed),
+                        "opened": p.stats.opened.load(Ordering::Relaxed),
+                        "closed": p.stats.closed.load(Ordering::Relaxed),
+                        "leases": p.stats.leases.load(Ordering::Relaxed),
+                        "lease_timeouts": p.stats.timeouts.load(Ordering::Relaxed),
+                    })
+                })
+                .collect();
+            json!({
+                "name": e.node.name,
+                "address": e.node.address,
+                "role": e.role.as_str(),
+                "healthy": e.healthy,
+                "checked": e.checked,
+                "last_error": e.last_error,
+                "outstanding": e.node.pools.outstanding.load(Ordering::Relaxed),
+                "pools": pools,
+            })
+        })
+        .collect();
+    let st = &s.stats;
+    let pins = st.pins.lock().clone();
+    Json(json!({
+        "backends": backends,
+        "topology_version": snap.version,
+        "sessions": s.registry.len(),
+        "pins": pins,
+        "queries": st.queries.load(Ordering::Relaxed),
+        "standby_reads": st.standby_reads.load(Ordering::Relaxed),
+        "primary_statements": st.primary_statements.load(Ordering::Relaxed),
+        "read_retries": st.read_retries.load(Ordering::Relaxed),
+        "auth_failures": st.auth_failures.load(Ordering::Relaxed),
+        "rejected_connections": st.rejected_connections.load(Ordering::Relaxed),
+    }))
+}

@@ -1,0 +1,204 @@
+//! Builds every part from a Config and wires them together; the only module that knows
+//! them all.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Notify};
+
+use crate::backend::{BackendConn, ConnectParams};
+use crate::config::Config;
+use crate::pool::{NodePools, PoolLimits};
+use crate::session::registry::{Registry, Stats};
+use crate::session::{SessionLimits, Shared, UserInfo};
+use crate::topology::health::{self, HealthParams};
+use crate::topology::{self, Entry, Node, Topology};
+
+/// A running proxy: its bound addresses and a way to stop it.
+pub struct Running {
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    pub shared: Arc<Shared>,
+    shutdown: watch::Sender<bool>,
+}
+
+impl Running {
+    pub fn shutdown(&self) {
+        let _ = self.shutdown.send(true);
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {0}: {1}")]
+    Bind(String, std::io::Error),
+}
+
+/// Starts the proxy inside the current tokio runtime.
+pub async fn start(cfg: Config) -> Result<Running, StartError> {
+    let base = connect_params(&cfg);
+    let users = user_passwords(&cfg);
+    let nodes = build_nodes(&cfg, &users, &base);
+    let entries = nodes
+        .iter()
+        .zip(&cfg.backends)
+        .map(|(n, b)| Entry { node: n.clone(), role: b.role, healthy: true, checked: false, last_error: None })
+        .collect();
+    let (topo, rx) = Topology::new(entries);
+    let pokes: Vec<Arc<Notify>> = nodes.iter().map(|_| Arc::new(Notify::new())).collect();
+    spawn_health(&cfg, &nodes, &users, &base, &topo, &pokes);
+    tokio::spawn(topology::run_owner(topo.clone(), rx, pokes));
+    spawn_reaper(nodes.clone());
+    let server_version = server_version(&cfg, &users, &base).await;
+    let shared = Arc::new(Shared {
+        topology: topo,
+        users: cfg
+            .users
+            .iter()
+            .map(|u| {
+                let password = u.password.password.clone().unwrap_or_default();
+                (u.name.clone(), UserInfo { password, policy: u.policy })
+            })
+            .collect(),
+        registry: Registry::default(),
+        stats: Stats::default(),
+        server_version,
+        limits: session_limits(&cfg),
+    });
+    let (tx, rx) = watch::channel(false);
+    let listener = bind(&cfg.server.listen).await?;
+    let admin = bind(&cfg.server.admin_listen).await?;
+    let running = Running {
+        listen: listener.local_addr().map_err(|e| StartError::Bind(cfg.server.listen.clone(), e))?,
+        admin: admin.local_addr().map_err(|e| StartError::Bind(cfg.server.admin_listen.clone(), e))?,
+        shared: shared.clone(),
+        shutdown: tx,
+    };
+    tokio::spawn(crate::listener::run(listener, shared.clone(), cfg.server.max_client_connections, rx.clone()));
+    tokio::spawn(serve_admin(admin, shared, rx));
+    tracing::info!(listen = %running.listen, admin = %running.admin, "switchyard started");
+    Ok(running)
+}
+
+async fn bind(addr: &str) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr).await.map_err(|e| StartError::Bind(addr.to_string(), e))
+}
+
+async fn serve_admin(l: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let app = crate::admin::router(shared);
+    let _ = axum::serve(l, app)
+        .with_graceful_shutdown(async move {
+            let _ = stop.changed().await;
+        })
+        .await;
+}
+
+fn connect_params(cfg: &Config) -> ConnectParams {
+    ConnectParams {
+        address: String::new(),
+        user: String::new(),
+        password: String::new(),
+        connect_timeout: Duration::from_millis(cfg.pool.connect_timeout_ms),
+        max_packet: cfg.server.max_packet_bytes.max(64 << 20),
+        statement_cache: cfg.pool.statement_cache,
+    }
+}
+
+fn user_passwords(cfg: &Config) -> Vec<(String, String)> {
+    cfg.users
+        .iter()
+        .map(|u| {
+            let pw = u.password.password.as_ref().map(|s| s.expose().to_string()).unwrap_or_default();
+            (u.name.clone(), pw)
+        })
+        .collect()
+}
+
+fn build_nodes(cfg: &Config, users: &[(String, String)], base: &ConnectParams) -> Vec<Arc<Node>> {
+    let limits = PoolLimits {
+        max_per_user: cfg.pool.max_per_user,
+        max_per_backend: cfg.pool.max_per_backend,
+        min_idle: cfg.pool.min_idle,
+        idle_timeout: Duration::from_secs(cfg.pool.idle_timeout_s),
+        max_lifetime: Duration::from_secs(cfg.pool.max_lifetime_s),
+    };
+    cfg.backends
+        .iter()
+        .enumerate()
+        .map(|(id, b)| {
+            let address = b.address();
+            let pools = NodePools::new(&b.name, &address, users, &limits, base);
+            Arc::new(Node { id, name: b.name.clone(), address, pools })
+        })
+        .collect()
+}
+
+/// Health-check credentials: [health] user, or the first configured user.
+fn monitor_params(cfg: &Config, users: &[(String, String)], base: &ConnectParams, address: String) -> ConnectParams {
+    let (user, password) = if cfg.health.user.is_empty() {
+        users.first().cloned().unwrap_or_default()
+    } else {
+        let pw = cfg.health.password.password.as_ref().map(|s| s.expose().to_string()).unwrap_or_default();
+        (cfg.health.user.clone(), pw)
+    };
+    ConnectParams { address, user, password, statement_cache: 1, ..base.clone() }
+}
+
+fn spawn_health(
+    cfg: &Config,
+    nodes: &[Arc<Node>],
+    users: &[(String, String)],
+    base: &ConnectParams,
+    topo: &Arc<Topology>,
+    pokes: &[Arc<Notify>],
+) {
+    let hp = HealthParams {
+        interval: Duration::from_millis(cfg.health.interval_ms),
+        timeout: Duration::from_millis(cfg.health.timeout_ms),
+        failures: cfg.health.failures.max(1),
+        backoff: Duration::from_millis(500),
+    };
+    for (n, poke) in nodes.iter().zip(pokes) {
+        let params = monitor_params(cfg, users, base, n.address.clone());
+        tokio::spawn(health::check_loop(n.id, params, hp.clone(), topo.sender(), poke.clone()));
+    }
+}
+
+fn spawn_reaper(nodes: Vec<Arc<Node>>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            nodes.iter().for_each(|n| n.pools.reap());
+        }
+    });
+}
+
+fn session_limits(cfg: &Config) -> SessionLimits {
+    SessionLimits {
+        handshake_timeout: Duration::from_millis(cfg.server.handshake_timeout_ms),
+        lease_timeout: Duration::from_millis(cfg.pool.lease_timeout_ms),
+        max_packet: cfg.server.max_packet_bytes,
+        read_your_writes: Duration::from_millis(cfg.routing.read_your_writes_ms),
+        idle_timeout: (cfg.server.client_idle_timeout_s > 0).then(|| Duration::from_secs(cfg.server.client_idle_timeout_s)),
+        max_statements: 16_382,
+    }
+}
+
+/// The configured version string, or the first reachable backend's own.
+async fn server_version(cfg: &Config, users: &[(String, String)], base: &ConnectParams) -> String {
+    if !cfg.server.server_version.is_empty() {
+        return cfg.server.server_version.clone();
+    }
+    for b in &cfg.backends {
+        let p = monitor_params(cfg, users, base, b.address());
+        if let Ok(c) = BackendConn::connect(&p).await {
+            return c.server_version.clone();
+        }
+    }
+    tracing::warn!("no backend reachable at start: greeting with a default version string");
+    "8.0.35-switchyard".into()
+}
+

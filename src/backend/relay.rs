@@ -1,0 +1,143 @@
+//! Raw relay of one response from a backend to a client: packets are copied as bytes in
+//! chunks, headers scanned in place, sequence ids renumbered when EOFs are added or
+//! changed. Nothing is decoded except terminators; a response is never buffered whole.
+
+use bytes::Buf;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+
+use crate::protocol::packet::{header, PacketStream};
+use crate::protocol::scan::{Body, Next, Scanner, Summary};
+use crate::protocol::ProtoError;
+
+/// Flush to the client once this much is queued.
+const FLUSH_AT: usize = 64 * 1024;
+
+/// Why a relay stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// The backend failed; `client_touched`: bytes of this response already reached the client.
+    #[error("backend: {err}")]
+    Backend { err: ProtoError, client_touched: bool },
+    /// The client went away; the backend connection is mid-response and must be dropped.
+    #[error("client: {0}")]
+    Client(ProtoError),
+}
+
+/// Relay state: the client sequence id to use next and whether anything was flushed.
+pub struct Relay<'a, C> {
+    pub backend: &'a mut PacketStream<TcpStream>,
+    pub client: &'a mut PacketStream<C>,
+    pub out_seq: u8,
+    pub touched: bool,
+    /// Sequence id the backend expects next from us (LOCAL INFILE data).
+    pub backend_seq: u8,
+}
+
+impl<C: AsyncRead + AsyncWrite + Unpin> Relay<'_, C> {
+    /// Relays until the scanner sees the end of the response.
+    pub async fn run(&mut self, scanner: &mut Scanner) -> Result<Summary, RelayError> {
+        loop {
+            match self.packet(scanner).await? {
+                Next::More => {}
+                Next::Done => {
+                    self.flush_client().await?;
+                    return Ok(std::mem::take(&mut scanner.summary));
+                }
+                Next::LocalInfile => {
+                    self.flush_client().await?;
+                    self.pump_infile().await?;
+                    scanner.resume();
+                }
+            }
+        }
+    }
+
+    async fn packet(&mut self, scanner: &mut Scanner) -> Result<Next, RelayError> {
+        self.need(4).await?;
+        let (len, seq) = header(&self.backend.rbuf[..4]);
+        self.backend_seq = seq.wrapping_add(1);
+        let first = self.backend.rbuf.get(4).copied().filter(|_| len > 0);
+        let mut want = scanner.wants(len, first);
+        if want > 0 && first.is_none() {
+            self.need(5).await?;
+            want = scanner.wants(len, self.backend.rbuf.get(4).copied());
+        }
+        self.need(4 + want).await?;
+        let step = scanner.step(len, &self.backend.rbuf[4..4 + want]);
+        if let Some(eof) = step.pre_eof {
+            self.out_seq = self.client.queue(self.out_seq, &eof);
+        }
+        match step.body {
+            Body::ReplaceEof(eof) => {
+                self.backend.rbuf.advance(4 + len);
+                self.out_seq = self.client.queue(self.out_seq, &eof);
+            }
+            Body::Forward => self.forward(len).await?,
+        }
+        if self.client.wbuf.len() >= FLUSH_AT {
+            self.flush_client().await?;
+        }
+        Ok(step.next)
+    }
+
+    /// Copies one wire packet (header renumbered) to the client, streaming big payloads.
+    async fn forward(&mut self, len: usize) -> Result<(), RelayError> {
+        let b = &mut self.backend.rbuf;
+        let w = &mut self.client.wbuf;
+        w.extend_from_slice(&b[..3]);
+        w.push(self.out_seq);
+        self.out_seq = self.out_seq.wrapping_add(1);
+        b.advance(4);
+        let mut left = len;
+        loop {
+            let n = left.min(self.backend.rbuf.len());
+            self.client.wbuf.extend_from_slice(&self.backend.rbuf[..n]);
+            self.backend.rbuf.advance(n);
+            left -= n;
+            if left == 0 {
+                return Ok(());
+            }
+            self.flush_client().await?;
+            self.backend.read_more().await.map_err(|e| self.backend_err(e))?;
+        }
+    }
+
+    /// Ensures `n` bytes are buffered from the backend, flushing the client before waiting.
+    async fn need(&mut self, n: usize) -> Result<(), RelayError> {
+        if self.backend.rbuf.len() >= n {
+            return Ok(());
+        }
+        self.flush_client().await?;
+        let r = self.backend.fill(n).await;
+        r.map_err(|e| self.backend_err(e))
+    }
+
+    fn backend_err(&self, err: ProtoError) -> RelayError {
+        RelayError::Backend {
+            err,
+            client_touched: self.touched || !self.client.wbuf.is_empty(),
+        }
+    }
+
+    async fn flush_client(&mut self) -> Result<(), RelayError> {
+        if self.client.wbuf.is_empty() {
+            return Ok(());
+        }
+        self.touched = true;
+        self.client.flush().await.map_err(RelayError::Client)
+    }
+
+    /// LOCAL INFILE: the client's file packets go to the backend up to an empty packet.
+    async fn pump_infile(&mut self) -> Result<(), RelayError> {
+        loop {
+            let p = self.client.read_packet().await.map_err(RelayError::Client)?;
+            self.backend_seq = self.backend.queue(self.backend_seq, &p.payload);
+            self.backend.flush().await.map_err(|e| self.backend_err(e))?;
+            self.out_seq = p.seq.wrapping_add(1);
+            if p.payload.is_empty() {
+                return Ok(());
+            }
+        }
+    }
+}

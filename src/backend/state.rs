@@ -1,0 +1,152 @@
+//! Session state that must match between a client's session and the backend connection
+//! that runs its command: schema, character set, known session variables, the
+//! MULTI_STATEMENTS option. The session holds the state it wants; each backend connection
+//! holds the state it has; `sync_plan` says what to send to make them equal.
+
+use std::collections::BTreeMap;
+
+use mysql_common::collations::{Collation, CollationId};
+
+/// The character set of a connection.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Charset {
+    /// Not known (after COM_RESET_CONNECTION: the server's global default).
+    #[default]
+    Unknown,
+    /// Chosen by collation id in a handshake.
+    Collation(u8),
+    /// Chosen by SET NAMES / SET CHARACTER SET.
+    Names { charset: String, collation: Option<String> },
+}
+
+impl Charset {
+    /// SQL for `SET NAMES ...` (without SET), None when unknown.
+    fn names_sql(&self) -> Option<String> {
+        match self {
+            Charset::Unknown => None,
+            Charset::Collation(id) => {
+                let c = Collation::resolve(CollationId::from(u16::from(*id)));
+                if c.charset().is_empty() {
+                    return Some("NAMES utf8mb4".into());
+                }
+                Some(format!("NAMES {} COLLATE {}", c.charset(), c.collation()))
+            }
+            Charset::Names { charset, collation } => Some(match collation {
+                Some(col) => format!("NAMES {charset} COLLATE {col}"),
+                None => format!("NAMES {charset}"),
+            }),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ConnState {
+    pub schema: Option<String>,
+    pub charset: Charset,
+    /// Known session variables set away from their defaults: name -> SQL literal.
+    pub vars: BTreeMap<String, String>,
+    /// `SET SESSION TRANSACTION ...` characteristics, as SQL after TRANSACTION.
+    pub transaction: Option<String>,
+    /// MULTI_STATEMENTS option; None: unknown.
+    pub multi_statements: Option<bool>,
+}
+
+/// What a backend connection must be sent before it runs a session's command.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct SyncPlan {
+    pub multi_statements: Option<bool>,
+    pub init_db: Option<String>,
+    pub set_sql: Option<String>,
+}
+
+impl SyncPlan {
+    pub fn is_empty(&self) -> bool {
+        self.multi_statements.is_none() && self.init_db.is_none() && self.set_sql.is_none()
+    }
+}
+
+/// Plans how to bring `have` to `want`.
+pub fn sync_plan(want: &ConnState, have: &ConnState) -> SyncPlan {
+    let mut parts: Vec<String> = Vec::new();
+    if want.charset != have.charset {
+        parts.extend(want.charset.names_sql());
+    }
+    for (k, v) in &want.vars {
+        if have.vars.get(k) != Some(v) {
+            parts.push(format!("SESSION {k} = {v}"));
+        }
+    }
+    for k in have.vars.keys().filter(|k| !want.vars.contains_key(*k)) {
+        parts.push(format!("SESSION {k} = DEFAULT"));
+    }
+    let mut set_sql = (!parts.is_empty()).then(|| format!("SET {}", parts.join(", ")));
+    if want.transaction != have.transaction {
+        let t = want
+            .transaction
+            .clone()
+            .unwrap_or_else(|| "ISOLATION LEVEL REPEATABLE READ, READ WRITE".into());
+        let stmt = format!("SET SESSION TRANSACTION {t}");
+        set_sql = Some(match set_sql {
+            Some(s) => format!("{s}; {stmt}"),
+            None => stmt,
+        });
+    }
+    SyncPlan {
+        multi_statements: want
+            .multi_statements
+            .filter(|w| have.multi_statements != Some(*w)),
+        init_db: want.schema.clone().filter(|s| have.schema.as_ref() != Some(s)),
+        set_sql,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn equal_states_need_nothing() {
+        let s = ConnState {
+            schema: Some("sbtest".into()),
+            charset: Charset::Collation(45),
+            multi_statements: Some(true),
+            ..ConnState::default()
+        };
+        assert!(sync_plan(&s, &s.clone()).is_empty());
+    }
+
+    #[test]
+    fn differences_become_one_set_and_init_db() {
+        let mut want = ConnState {
+            schema: Some("a".into()),
+            charset: Charset::Collation(8),
+            multi_statements: Some(false),
+            ..ConnState::default()
+        };
+        want.vars.insert("sql_mode".into(), "'ANSI'".into());
+        let mut have = ConnState {
+            schema: Some("b".into()),
+            charset: Charset::Collation(45),
+            multi_statements: Some(true),
+            ..ConnState::default()
+        };
+        have.vars.insert("time_zone".into(), "'+01:00'".into());
+        let p = sync_plan(&want, &have);
+        assert_eq!(p.init_db.as_deref(), Some("a"));
+        assert_eq!(p.multi_statements, Some(false));
+        assert_eq!(
+            p.set_sql.as_deref(),
+            Some("SET NAMES latin1 COLLATE latin1_swedish_ci, SESSION sql_mode = 'ANSI', SESSION time_zone = DEFAULT")
+        );
+    }
+
+    #[test]
+    fn unknown_wanted_charset_is_left_alone() {
+        let want = ConnState::default();
+        let have = ConnState {
+            charset: Charset::Collation(45),
+            ..ConnState::default()
+        };
+        assert!(sync_plan(&want, &have).is_empty());
+    }
+}

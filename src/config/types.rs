@@ -1,0 +1,219 @@
+//! Config types with their defaults. Every field is documented in README.md.
+
+use std::fmt;
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub pool: PoolConfig,
+    #[serde(default)]
+    pub routing: RoutingConfig,
+    #[serde(default)]
+    pub health: HealthConfig,
+    #[serde(default)]
+    pub backends: Vec<BackendConfig>,
+    #[serde(default)]
+    pub users: Vec<UserConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub listen: String,
+    pub admin_listen: String,
+    /// Version string in the greeting; empty: the backends' own (read at start).
+    pub server_version: String,
+    pub max_client_connections: usize,
+    pub handshake_timeout_ms: u64,
+    /// Largest client packet (a command) accepted, in bytes.
+    pub max_packet_bytes: usize,
+    /// How long a client may sit idle between commands before it is closed (0: forever).
+    pub client_idle_timeout_s: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:6033".into(),
+            admin_listen: "127.0.0.1:9090".into(),
+            server_version: String::new(),
+            max_client_connections: 4096,
+            handshake_timeout_ms: 10_000,
+            max_packet_bytes: 64 << 20,
+            client_idle_timeout_s: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolConfig {
+    /// Connections per (backend, user).
+    pub max_per_user: usize,
+    /// Connections per backend across all users (Dolt's max_connections is shared).
+    pub max_per_backend: usize,
+    pub min_idle: usize,
+    pub idle_timeout_s: u64,
+    pub max_lifetime_s: u64,
+    pub lease_timeout_ms: u64,
+    pub connect_timeout_ms: u64,
+    /// Prepared statements kept per backend connection (LRU).
+    pub statement_cache: usize,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            max_per_user: 20,
+            max_per_backend: 60,
+            min_idle: 0,
+            idle_timeout_s: 300,
+            max_lifetime_s: 3600,
+            lease_timeout_ms: 5000,
+            connect_timeout_ms: 2000,
+            statement_cache: 256,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RoutePolicy {
+    /// Writes to the primary, plain reads to standbys.
+    #[default]
+    Split,
+    /// Everything to the primary.
+    Primary,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoutingConfig {
+    /// After a session writes, its reads stay on the primary this long (0: off).
+    pub read_your_writes_ms: u64,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        RoutingConfig {
+            read_your_writes_ms: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+    /// Failures in a row before a backend leaves the rotation.
+    pub failures: u32,
+    /// Credentials of the health checks; empty: the first configured user.
+    pub user: String,
+    #[serde(flatten)]
+    pub password: PasswordSource,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            interval_ms: 2000,
+            timeout_ms: 1000,
+            failures: 1,
+            user: String::new(),
+            password: PasswordSource::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Primary,
+    Standby,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Primary => "primary",
+            Role::Standby => "standby",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    pub name: String,
+    pub host: String,
+    #[serde(default = "default_port")]
+    pub port: u16,
+    pub role: Role,
+}
+
+fn default_port() -> u16 {
+    3306
+}
+
+impl BackendConfig {
+    pub fn address(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    pub name: String,
+    #[serde(flatten)]
+    pub password: PasswordSource,
+    #[serde(default)]
+    pub policy: RoutePolicy,
+}
+
+/// Where a password comes from: inline, an environment variable, or a file.
+#[derive(Clone, Default, Deserialize)]
+pub struct PasswordSource {
+    #[serde(default)]
+    pub password: Option<Secret>,
+    #[serde(default)]
+    pub password_env: Option<String>,
+    #[serde(default)]
+    pub password_file: Option<String>,
+}
+
+impl fmt::Debug for PasswordSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PasswordSource")
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("password_env", &self.password_env)
+            .field("password_file", &self.password_file)
+            .finish()
+    }
+}
+
+/// A password: never printed.
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"***\"")
+    }
+}

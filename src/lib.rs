@@ -1,0 +1,14 @@
+//! switchyard: a MySQL-protocol read/write splitting proxy for Dolt and MySQL/MariaDB
+//! primary/replica clusters. See ARCHITECTURE.md for the shape of the code.
+
+pub mod admin;
+pub mod app;
+pub mod backend;
+pub mod config;
+pub mod error;
+pub mod listener;
+pub mod pool;
+pub mod protocol;
+pub mod router;
+pub mod session;
+pub mod topology;

@@ -1,0 +1,101 @@
+//! The `switchyard` binary: arguments, logging, runtime, run.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use switchyard::config::Config;
+
+/// A MySQL read/write splitting proxy for primary/replica clusters.
+#[derive(Parser, Debug)]
+#[command(name = "switchyard", version)]
+struct Args {
+    /// Configuration file (TOML).
+    #[arg(long, short = 'c')]
+    config: PathBuf,
+    /// Overrides server.listen (client port), e.g. 127.0.0.1:6033.
+    #[arg(long)]
+    listen: Option<String>,
+    /// Overrides server.admin_listen (HTTP admin port), e.g. 127.0.0.1:9090.
+    #[arg(long)]
+    admin_listen: Option<String>,
+    /// Validates the configuration and exits.
+    #[arg(long)]
+    check_config: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SWITCHYARD_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cfg = match load(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("switchyard: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.check_config {
+        println!(
+            "config OK: {} backends, {} users, listen {}, admin {}",
+            cfg.backends.len(),
+            cfg.users.len(),
+            cfg.server.listen,
+            cfg.server.admin_listen
+        );
+        return ExitCode::SUCCESS;
+    }
+    run(cfg)
+}
+
+fn load(args: &Args) -> Result<Config, switchyard::config::ConfigError> {
+    let mut cfg = Config::load(&args.config)?;
+    if let Some(l) = &args.listen {
+        cfg.server.listen = l.clone();
+    }
+    if let Some(a) = &args.admin_listen {
+        cfg.server.admin_listen = a.clone();
+    }
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+fn run(cfg: Config) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("switchyard: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async {
+        let running = match switchyard::app::start(cfg).await {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("switchyard: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        running.shutdown();
+        ExitCode::SUCCESS
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -1,0 +1,276 @@
+//! Connection pools per (backend, user) with a cap per backend across all users. A lease
+//! returns its connection only through `release` after a clean response; dropped in any
+//! other state (an error, a client gone mid-response) the connection is closed.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+
+use crate::backend::{BackendConn, BackendError, ConnectParams};
+
+/// Limits shared by every pool.
+#[derive(Debug, Clone)]
+pub struct PoolLimits {
+    pub max_per_user: usize,
+    pub max_per_backend: usize,
+    pub min_idle: usize,
+    pub idle_timeout: Duration,
+    pub max_lifetime: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    #[error("timed out after {0:?} waiting for a pooled connection")]
+    Timeout(Duration),
+    #[error(transparent)]
+    Connect(#[from] BackendError),
+    #[error("no pool for user {0}")]
+    UnknownUser(String),
+}
+
+/// Counters of one pool, for /status.
+#[derive(Debug, Default)]
+pub struct PoolStats {
+    pub opened: AtomicU64,
+    pub closed: AtomicU64,
+    pub leases: AtomicU64,
+    pub timeouts: AtomicU64,
+    pub in_use: AtomicUsize,
+}
+
+/// A connection that holds its places in the per-user and per-backend limits.
+struct Pooled {
+    conn: BackendConn,
+    _user: OwnedSemaphorePermit,
+    _backend: OwnedSemaphorePermit,
+}
+
+/// The pools of one backend.
+pub struct NodePools {
+    pub name: String,
+    users: HashMap<String, Arc<UserPool>>,
+    backend_slots: Arc<Semaphore>,
+    /// Requests running on this backend now (least-outstanding balancing).
+    pub outstanding: Arc<AtomicUsize>,
+}
+
+pub struct UserPool {
+    pub user: String,
+    params: ConnectParams,
+    limits: PoolLimits,
+    idle: Mutex<VecDeque<Pooled>>,
+    slots: Arc<Semaphore>,
+    released: Notify,
+    pub stats: PoolStats,
+}
+
+impl NodePools {
+    /// `users`: (name, password) of every configured user.
+    pub fn new(name: &str, address: &str, users: &[(String, String)], limits: &PoolLimits, base: &ConnectParams) -> Self {
+        let users = users
+            .iter()
+            .map(|(u, pw)| {
+                let params = ConnectParams {
+                    address: address.to_string(),
+                    user: u.clone(),
+                    password: pw.clone(),
+                    ..base.clone()
+                };
+                let pool = UserPool {
+                    user: u.clone(),
+                    params,
+                    limits: limits.clone(),
+                    idle: Mutex::new(VecDeque::new()),
+                    slots: Arc::new(Semaphore::new(limits.max_per_user)),
+                    released: Notify::new(),
+                    stats: PoolStats::default(),
+                };
+                (u.clone(), Arc::new(pool))
+            })
+            .collect();
+        NodePools {
+            name: name.to_string(),
+            users,
+            backend_slots: Arc::new(Semaphore::new(limits.max_per_backend)),
+            outstanding: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    pub fn user_pools(&self) -> impl Iterator<Item = &Arc<UserPool>> {
+        self.users.values()
+    }
+
+    /// Leases a connection for `user`, waiting at most `timeout`.
+    pub async fn lease(&self, user: &str, timeout: Duration) -> Result<Lease, PoolError> {
+        let pool = self
+            .users
+            .get(user)
+            .ok_or_else(|| PoolError::UnknownUser(user.to_string()))?
+            .clone();
+        let deadline = tokio::time::Instant::now() + timeout;
+        let pooled = loop {
+            if let Some(p) = pool.pop_idle() {
+                break p;
+            }
+            if let Some(p) = self.try_slots(&pool) {
+                break pool.open(p).await?;
+            }
+            let notified = pool.released.notified();
+            tokio::select! {
+                _ = notified => continue,
+                p = self.wait_slots(&pool) => break pool.open(p).await?,
+                _ = tokio::time::sleep_until(deadline) => {
+                    pool.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+                    return Err(PoolError::Timeout(timeout));
+                }
+            }
+        };
+        pool.stats.leases.fetch_add(1, Ordering::Relaxed);
+        pool.stats.in_use.fetch_add(1, Ordering::Relaxed);
+        self.outstanding.fetch_add(1, Ordering::Relaxed);
+        Ok(Lease {
+            pooled: Some(pooled),
+            pool,
+            outstanding: self.outstanding.clone(),
+        })
+    }
+
+    fn try_slots(&self, pool: &UserPool) -> Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)> {
+        let u = pool.slots.clone().try_acquire_owned().ok()?;
+        if let Ok(b) = self.backend_slots.clone().try_acquire_owned() {
+            return Some((u, b));
+        }
+        // the backend is full: an idle connection of another user gives its place up
+        self.evict_one_idle(&pool.user);
+        let b = self.backend_slots.clone().try_acquire_owned().ok()?;
+        Some((u, b))
+    }
+
+    async fn wait_slots(&self, pool: &UserPool) -> (OwnedSemaphorePermit, OwnedSemaphorePermit) {
+        let u = pool.slots.clone().acquire_owned().await.expect("semaphore never closed");
+        self.evict_one_idle(&pool.user);
+        let b = self.backend_slots.clone().acquire_owned().await.expect("semaphore never closed");
+        (u, b)
+    }
+
+    fn evict_one_idle(&self, except: &str) -> bool {
+        self.users
+            .values()
+            .filter(|p| p.user != except)
+            .any(|p| p.idle.lock().pop_front().map(|c| p.discard(c)).is_some())
+    }
+
+    /// Closes idle connections past their idle timeout or lifetime, keeping min_idle.
+    pub fn reap(&self) {
+        for p in self.users.values() {
+            p.reap();
+        }
+    }
+
+    /// Closes every idle connection (backend gone or demoted).
+    pub fn drain_idle(&self) {
+        for p in self.users.values() {
+            let all: Vec<_> = p.idle.lock().drain(..).collect();
+            all.into_iter().for_each(|c| p.discard(c));
+        }
+    }
+
+    pub fn idle_count(&self) -> usize {
+        self.users.values().map(|p| p.idle.lock().len()).sum()
+    }
+
+    pub fn in_use_count(&self) -> usize {
+        self.users.values().map(|p| p.stats.in_use.load(Ordering::Relaxed)).sum()
+    }
+}
+
+impl UserPool {
+    fn pop_idle(&self) -> Option<Pooled> {
+        loop {
+            let p = self.idle.lock().pop_back()?;
+            if p.conn.looks_alive() && p.conn.created.elapsed() < self.limits.max_lifetime {
+                return Some(p);
+            }
+            self.discard(p);
+        }
+    }
+
+    async fn open(&self, (u, b): (OwnedSemaphorePermit, OwnedSemaphorePermit)) -> Result<Pooled, PoolError> {
+        let conn = BackendConn::connect(&self.params).await?;
+        self.stats.opened.fetch_add(1, Ordering::Relaxed);
+        Ok(Pooled {
+            conn,
+            _user: u,
+            _backend: b,
+        })
+    }
+
+    fn discard(&self, p: Pooled) {
+        self.stats.closed.fetch_add(1, Ordering::Relaxed);
+        drop(p);
+    }
+
+    fn reap(&self) {
+        let now = Instant::now();
+        let mut idle = self.idle.lock();
+        let mut keep = VecDeque::with_capacity(idle.len());
+        let mut dropped = Vec::new();
+        // oldest first at the front: those idle longest are reaped first
+        while let Some(p) = idle.pop_front() {
+            let expired = now.duration_since(p.conn.idle_since) > self.limits.idle_timeout
+                || p.conn.created.elapsed() > self.limits.max_lifetime;
+            if expired && idle.len() + keep.len() >= self.limits.min_idle {
+                dropped.push(p);
+            } else {
+                keep.push_back(p);
+            }
+        }
+        *idle = keep;
+        drop(idle);
+        dropped.into_iter().for_each(|p| self.discard(p));
+    }
+
+    pub fn idle_len(&self) -> usize {
+        self.idle.lock().len()
+    }
+}
+
+/// A leased connection. `release` returns it; dropping it closes it.
+pub struct Lease {
+    pooled: Option<Pooled>,
+    pool: Arc<UserPool>,
+    outstanding: Arc<AtomicUsize>,
+}
+
+impl Lease {
+    pub fn conn(&mut self) -> &mut BackendConn {
+        &mut self.pooled.as_mut().expect("lease holds a connection").conn
+    }
+
+    pub fn conn_ref(&self) -> &BackendConn {
+        &self.pooled.as_ref().expect("lease holds a connection").conn
+    }
+
+    /// Returns a clean connection (between commands, no transaction) to the pool.
+    pub fn release(mut self) {
+        if let Some(mut p) = self.pooled.take() {
+            p.conn.idle_since = Instant::now();
+            self.pool.idle.lock().push_back(p);
+            self.pool.released.notify_one();
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.pool.stats.in_use.fetch_sub(1, Ordering::Relaxed);
+        self.outstanding.fetch_sub(1, Ordering::Relaxed);
+        if let Some(p) = self.pooled.take() {
+            self.pool.discard(p);
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! Client authentication: the greeting, the handshake response, verifying the scramble
+//! against the configured password, and COM_CHANGE_USER (handled in the proxy).
+
+use std::sync::atomic::Ordering;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::{Session, SessionEnd, Shared};
+use crate::backend::state::{Charset, ConnState};
+use crate::error::ClientError;
+use crate::protocol::handshake::{self, ClientHello};
+use crate::protocol::messages::ok_payload;
+use crate::protocol::packet::PacketStream;
+use crate::protocol::{auth, client_capabilities, CapabilityFlags, ProtoError, StatusFlags};
+
+/// A client that passed authentication.
+pub struct Authenticated {
+    pub user: String,
+    pub caps: CapabilityFlags,
+    pub scramble: [u8; 20],
+    pub want: ConnState,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeError {
+    #[error(transparent)]
+    Io(#[from] ProtoError),
+    #[error("{0}")]
+    Refused(ClientError),
+}
+
+/// Runs the server side of the handshake; on failure the client got an ERR packet.
+pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut PacketStream<S>,
+    shared: &Shared,
+    id: u32,
+) -> Result<Authenticated, HandshakeError> {
+    let scramble = auth::new_scramble();
+    let greeting = handshake::greeting(id, &scramble, &shared.server_version, crate::protocol::UTF8MB4_GENERAL_CI);
+    io.send(0, &greeting).await?;
+    let p = io.read_packet().await?;
+    let seq = p.seq.wrapping_add(1);
+    if handshake::is_ssl_request(&p.payload) {
+        return refuse(io, seq, ClientError::BadHandshake).await;
+    }
+    let hello = match handshake::parse_hello(&p.payload) {
+        Ok(h) => h,
+        Err(_) => return refuse(io, seq, ClientError::BadHandshake).await,
+    };
+    let seq = verify_hello(io, shared, &hello, &scramble, seq).await?;
+    let caps = hello.capabilities & client_capabilities();
+    io.send(seq, &ok_payload(StatusFlags::SERVER_STATUS_AUTOCOMMIT)).await?;
+    tracing::debug!(conn = id, user = %hello.user, "client authenticated");
+    Ok(Authenticated {
+        user: hello.user,
+        caps,
+        scramble,
+        want: ConnState {
+            schema: hello.database,
+            charset: Charset::Collation(hello.collation),
+            multi_statements: Some(caps.contains(CapabilityFlags::CLIENT_MULTI_STATEMENTS)),
+            ..ConnState::default()
+        },
+    })
+}
+
+/// Checks the password (switching the client to mysql_native_password when it chose a
+/// plugin switchyard cannot verify); returns the sequence id for the final OK.
+async fn verify_hello<S: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut PacketStream<S>,
+    shared: &Shared,
+    hello: &ClientHello,
+    scramble: &[u8; 20],
+    mut seq: u8,
+) -> Result<u8, HandshakeError> {
+    let mut plugin = hello.plugin.as_deref().unwrap_or(auth::NATIVE);
+    let mut response = hello.auth_response.clone();
+    if plugin != auth::NATIVE && plugin != auth::CACHING_SHA2 {
+        io.send(seq, &handshake::auth_switch(auth::NATIVE, scramble)).await?;
+        let p = io.read_packet().await?;
+        seq = p.seq.wrapping_add(1);
+        plugin = auth::NATIVE;
+        response = p.payload.to_vec();
+    }
+    let ok = shared
+        .users
+        .get(&hello.user)
+        .is_some_and(|u| auth::verify(plugin, scramble, u.password.expose().as_bytes(), &response));
+    if !ok {
+        shared.stats.auth_failures.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(user = %hello.user, plugin, "authentication failed");
+        let using = if response.is_empty() { "NO" } else { "YES" };
+        let e = ClientError::AccessDenied { user: hello.user.clone(), using };
+        return refuse(io, seq, e).await;
+    }
+    if plugin == auth::CACHING_SHA2 {
+        seq = io.send(seq, &[0x01, auth::FAST_AUTH_SUCCESS]).await?;
+    }
+    Ok(seq)
+}
+
+async fn refuse<S: AsyncRead + AsyncWrite + Unpin, T>(
+    io: &mut PacketStream<S>,
+    seq: u8,
+    e: ClientError,
+) -> Result<T, HandshakeError> {
+    io.send(seq, &e.payload()).await?;
+    Err(HandshakeError::Refused(e))
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
+    /// COM_CHANGE_USER: re-authenticates here (Dolt lacks the command), then starts the
+    /// session afresh as the new user. A failed attempt closes the connection.
+    pub(super) async fn change_user(&mut self, p: &[u8]) -> Result<(), SessionEnd> {
+        let cu = match handshake::parse_change_user(p, self.caps) {
+            Ok(c) => c,
+            Err(_) => {
+                self.send_err(1, &ClientError::Malformed("COM_CHANGE_USER")).await?;
+                return Err(SessionEnd::Closed("bad COM_CHANGE_USER".into()));
+            }
+        };
+        let plugin = match cu.plugin.as_deref() {
+            Some(auth::CACHING_SHA2) => auth::CACHING_SHA2,
+            _ => auth::NATIVE,
+        };
+        let ok = self.shared.users.get(&cu.user).is_some_and(|u| {
+            auth::verify(plugin, &self.scramble, u.password.expose().as_bytes(), &cu.auth_response)
+        });
+        if !ok {
+            self.shared.stats.auth_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(user = %cu.user, "COM_CHANGE_USER authentication failed");
+            let using = if cu.auth_response.is_empty() { "NO" } else { "YES" };
+            self.send_err(1, &ClientError::AccessDenied { user: cu.user, using }).await?;
+            return Err(SessionEnd::Closed("COM_CHANGE_USER denied".into()));
+        }
+        self.start_over(&cu.user, cu.database, cu.collation);
+        let mut seq = 1;
+        if plugin == auth::CACHING_SHA2 {
+            seq = self.io.send(seq, &[0x01, auth::FAST_AUTH_SUCCESS]).await?;
+        }
+        self.io.send(seq, &ok_payload(self.flags())).await?;
+        Ok(())
+    }
+
+    /// Drops all session state (a held connection is closed: its transaction rolls back).
+    fn start_over(&mut self, user: &str, schema: Option<String>, collation: Option<u8>) {
+        self.held = None;
+        self.pins.clear();
+        self.stmts.clear();
+        self.txn_lost = false;
+        self.last_conn = None;
+        self.last_write = None;
+        self.status = StatusFlags::SERVER_STATUS_AUTOCOMMIT.bits();
+        self.user = user.to_string();
+        self.policy = self.shared.users.get(user).map(|u| u.policy).unwrap_or_default();
+        *self.handle.user.lock() = user.to_string();
+        let charset = match collation {
+            Some(c) => Charset::Collation(c),
+            None => self.want.charset.clone(),
+        };
+        self.want = ConnState {
+            schema,
+            charset,
+            multi_statements: self.want.multi_statements,
+            ..ConnState::default()
+        };
+    }
+}

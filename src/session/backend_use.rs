@@ -1,0 +1,215 @@
+//! Getting a backend connection for a command and giving it back: the route decision,
+//! the lease (or the held connection), state sync, and what happens when a backend fails.
+
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::registry::Running;
+use super::{Held, Session, SessionEnd};
+use crate::backend::relay::{Relay, RelayError};
+use crate::backend::BackendError;
+use crate::config::RoutePolicy;
+use crate::error::ClientError;
+use crate::pool::{Lease, PoolError};
+use crate::protocol::scan::{ResponseKind, Scanner, Summary};
+use crate::protocol::{ProtoError, StatusFlags};
+use crate::router::{self, Target};
+
+/// A backend connection in use for one command.
+pub struct InUse {
+    pub lease: Lease,
+    pub node: usize,
+    pub standby: bool,
+    pub from_held: bool,
+}
+
+/// How a forwarded command ended.
+pub struct Forwarded {
+    pub result: Result<Summary, RelayError>,
+    pub out_seq: u8,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
+    /// Where a statement runs when no connection is held.
+    pub(super) fn route(&self, stmt: &router::Statement) -> Target {
+        if self.policy == RoutePolicy::Primary || !self.autocommit() || self.in_transaction() {
+            return Target::Primary;
+        }
+        if stmt.is_set_only && stmt.pins.is_empty() && stmt.kill.is_none() {
+            return Target::Standby; // validated by a server, replayed on every later lease
+        }
+        if stmt.target == Target::Primary || stmt.same_connection || self.read_your_writes() {
+            return Target::Primary;
+        }
+        Target::Standby
+    }
+
+    fn read_your_writes(&self) -> bool {
+        let w = self.shared.limits.read_your_writes;
+        !w.is_zero() && self.last_write.is_some_and(|t| t.elapsed() < w)
+    }
+
+    /// The held connection, or a lease for `target` synced to the session's state.
+    pub(super) async fn acquire(&mut self, target: Target, exclude: Option<usize>) -> Result<InUse, ClientError> {
+        if let Some(h) = self.held.take() {
+            return Ok(InUse { lease: h.lease, node: h.node, standby: false, from_held: true });
+        }
+        for attempt in 0..3 {
+            let (node, standby) = self.pick(target, exclude)?;
+            let mut lease = self.lease_on(&node).await?;
+            match lease.conn().sync(&self.want).await {
+                Ok(()) => return Ok(InUse { lease, node: node.id, standby, from_held: false }),
+                Err(BackendError::Server(e)) => return Err(e.into()),
+                Err(e) if attempt < 2 => {
+                    tracing::debug!(backend = %node.name, error = %e, "pooled connection failed on sync; retrying");
+                }
+                Err(e) => return Err(self.unavailable(&node, e.to_string())),
+            }
+        }
+        Err(ClientError::Internal("unreachable lease loop".into()))
+    }
+
+    fn pick(&self, target: Target, exclude: Option<usize>) -> Result<(std::sync::Arc<crate::topology::Node>, bool), ClientError> {
+        let snap = self.shared.topology.snapshot();
+        let found = match target {
+            Target::Standby => snap
+                .standby(exclude, self.shared.stats.queries.load(Ordering::Relaxed) as usize)
+                .map(|n| (n.clone(), true))
+                .or_else(|| snap.primary().map(|n| (n.clone(), false))),
+            Target::Primary => snap.primary().map(|n| (n.clone(), false)),
+        };
+        found.ok_or_else(|| ClientError::BackendUnavailable {
+            role: if target == Target::Primary { "primary" } else { "healthy" },
+            detail: String::new(),
+        })
+    }
+
+    async fn lease_on(&self, node: &crate::topology::Node) -> Result<Lease, ClientError> {
+        let timeout = self.shared.limits.lease_timeout;
+        match node.pools.lease(&self.user, timeout).await {
+            Ok(l) => Ok(l),
+            Err(PoolError::Timeout(_)) => Err(ClientError::LeaseTimeout {
+                backend: node.name.clone(),
+                ms: timeout.as_millis() as u64,
+            }),
+            Err(e) => Err(self.unavailable(node, e.to_string())),
+        }
+    }
+
+    fn unavailable(&self, node: &crate::topology::Node, detail: String) -> ClientError {
+        self.shared.topology.suspect(node.id, detail.clone());
+        ClientError::BackendUnavailable {
+            role: "reachable",
+            detail: format!(" ({}: {detail})", node.name),
+        }
+    }
+
+    /// Sends a command on a connection and relays its response to the client.
+    pub(super) async fn forward(&mut self, u: &mut InUse, payload: &[u8], kind: ResponseKind) -> Forwarded {
+        let classic = self.classic_client();
+        let conn = u.lease.conn();
+        *self.handle.running.lock() = Some(Running { node: u.node, thread_id: conn.thread_id });
+        conn.queue_command(payload);
+        if let Err(err) = conn.io.flush().await {
+            *self.handle.running.lock() = None;
+            let result = Err(RelayError::Backend { err, client_touched: false });
+            return Forwarded { result, out_seq: 1 };
+        }
+        let mut relay = Relay { backend: &mut conn.io, client: &mut self.io, out_seq: 1, touched: false, backend_seq: 0 };
+        let mut scanner = Scanner::new(kind, classic);
+        let result = relay.run(&mut scanner).await;
+        let out_seq = relay.out_seq;
+        *self.handle.running.lock() = None;
+        Forwarded { result, out_seq }
+    }
+
+    /// Keeps the connection for the next command (transaction or pin) or returns it.
+    pub(super) fn finish(&mut self, u: InUse) {
+        self.last_conn = Some((u.node, u.lease.conn_ref().thread_id));
+        if self.in_transaction() || !self.pins.is_empty() {
+            self.held = Some(Held { lease: u.lease, node: u.node });
+        } else {
+            u.lease.release();
+        }
+    }
+
+    /// Takes the status flags of a response as the session's own.
+    pub(super) fn take_status(&mut self, s: &Summary) {
+        if let Some(st) = s.status {
+            self.status = st;
+        }
+        if let Some(ok) = s.last_ok {
+            if ok.last_insert_id != 0 {
+                self.last_insert_id = ok.last_insert_id;
+            }
+        }
+    }
+
+    pub(super) fn note_write(&mut self) {
+        self.last_write = Some(Instant::now());
+    }
+
+    /// A backend failed while running a command: tell the client what was lost.
+    pub(super) async fn backend_lost(&mut self, u: InUse, err: ProtoError, seq: u8) -> Result<(), SessionEnd> {
+        let name = self.node_name(u.node);
+        tracing::warn!(backend = %name, error = %err, "backend connection lost during a command");
+        self.shared.topology.suspect(u.node, err.to_string());
+        drop(u);
+        let in_txn = self.in_transaction();
+        self.status &= !StatusFlags::SERVER_STATUS_IN_TRANS.bits();
+        if let Some(what) = self.pins.unrecoverable() {
+            self.send_err(seq, &ClientError::SessionStateLost(what)).await?;
+            return Err(SessionEnd::Closed(format!("lost {what}")));
+        }
+        self.pins.clear();
+        if in_txn {
+            self.txn_lost = true;
+            return self.send_err(seq, &ClientError::TransactionLost).await;
+        }
+        self.send_err(seq, &ClientError::BackendLost { backend: name, detail: err.to_string() }).await
+    }
+
+    pub(super) fn node_name(&self, id: usize) -> String {
+        self.shared.topology.snapshot().node(id).map(|e| e.node.name.clone()).unwrap_or_default()
+    }
+
+    /// The client went away mid-response: the connection is dropped (never pooled) and
+    /// the query still running on the server is killed.
+    pub(super) fn abandon(&mut self, u: InUse) {
+        let thread_id = u.lease.conn_ref().thread_id;
+        let node = u.node;
+        drop(u);
+        self.spawn_kill_query(node, thread_id, self.user.clone());
+    }
+
+    /// KILL QUERY on a backend thread, over a pooled connection of `user`.
+    pub(super) fn spawn_kill_query(&self, node: usize, thread_id: u32, user: String) {
+        let Some(entry) = self.shared.topology.snapshot().node(node).cloned() else {
+            return;
+        };
+        let timeout = self.shared.limits.lease_timeout;
+        tokio::spawn(async move {
+            let Ok(mut lease) = entry.node.pools.lease(&user, timeout).await else {
+                return;
+            };
+            let r = lease.conn().query_ok(&format!("KILL QUERY {thread_id}")).await;
+            match r {
+                Ok(_) => lease.release(),
+                Err(e) if !e.is_fatal() => lease.release(),
+                Err(_) => {}
+            }
+        });
+    }
+
+    pub(super) fn count_route(&self, u: &InUse) {
+        let s = &self.shared.stats;
+        s.queries.fetch_add(1, Ordering::Relaxed);
+        if u.standby {
+            s.standby_reads.fetch_add(1, Ordering::Relaxed);
+        } else {
+            s.primary_statements.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}

@@ -1,0 +1,230 @@
+//! One client connection: the handshake, its session state, and a short command loop that
+//! hands each command to the file for its family (query, prepared, simple, auth).
+
+mod auth;
+mod backend_use;
+mod pins;
+mod prepared;
+mod query;
+pub mod registry;
+mod simple;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::backend::state::ConnState;
+use crate::config::{RoutePolicy, Secret};
+use crate::error::ClientError;
+use crate::pool::Lease;
+use crate::protocol::messages::ok_payload;
+use crate::protocol::packet::PacketStream;
+use crate::protocol::{command as cmd, CapabilityFlags, ProtoError, StatusFlags};
+use crate::topology::Topology;
+pub use pins::{Pin, Pins};
+use prepared::ClientStmt;
+use registry::{Handle, Registry, Stats};
+
+/// A configured user.
+pub struct UserInfo {
+    pub password: Secret,
+    pub policy: RoutePolicy,
+}
+
+/// Limits every session obeys.
+#[derive(Debug, Clone)]
+pub struct SessionLimits {
+    pub handshake_timeout: Duration,
+    pub lease_timeout: Duration,
+    pub max_packet: usize,
+    pub read_your_writes: Duration,
+    pub idle_timeout: Option<Duration>,
+    pub max_statements: usize,
+}
+
+/// What all sessions share.
+pub struct Shared {
+    pub topology: Arc<Topology>,
+    pub users: HashMap<String, UserInfo>,
+    pub registry: Registry,
+    pub stats: Stats,
+    pub server_version: String,
+    pub limits: SessionLimits,
+}
+
+/// A backend connection kept across commands (transaction or pin).
+pub struct Held {
+    pub lease: Lease,
+    pub node: usize,
+}
+
+/// One client's session.
+pub struct Session<S> {
+    io: PacketStream<S>,
+    shared: Arc<Shared>,
+    handle: Arc<Handle>,
+    user: String,
+    policy: RoutePolicy,
+    caps: CapabilityFlags,
+    scramble: [u8; 20],
+    /// The backend state this session expects (schema, charset, variables).
+    want: ConnState,
+    /// Session status flags as the server last reported them (autocommit, in transaction).
+    status: u16,
+    held: Option<Held>,
+    pins: Pins,
+    last_write: Option<Instant>,
+    /// The connection that ran the previous statement, for same-connection statements.
+    last_conn: Option<(usize, u32)>,
+    last_insert_id: u64,
+    txn_lost: bool,
+    stmts: HashMap<u32, ClientStmt>,
+    next_stmt: u32,
+}
+
+/// Why a session ends.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionEnd {
+    #[error("client quit")]
+    Quit,
+    #[error("client i/o: {0}")]
+    Client(#[from] ProtoError),
+    #[error("closed: {0}")]
+    Closed(String),
+}
+
+/// Serves one accepted client connection to its end.
+pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send>(stream: S, shared: Arc<Shared>) {
+    let id = shared.registry.next_id();
+    let mut io = PacketStream::new(stream, shared.limits.max_packet);
+    io.exact = true;
+    let hs = tokio::time::timeout(shared.limits.handshake_timeout, auth::handshake(&mut io, &shared, id)).await;
+    let ok = match hs {
+        Ok(Ok(ok)) => ok,
+        Ok(Err(e)) => return tracing::debug!(conn = id, error = %e, "handshake failed"),
+        Err(_) => return tracing::debug!(conn = id, "handshake timed out"),
+    };
+    io.exact = false;
+    let handle = shared.registry.insert(id, &ok.user);
+    let mut s = Session::new(io, shared.clone(), handle, ok);
+    let end = s.run().await;
+    tracing::debug!(conn = id, reason = %end, "session ended");
+    shared.registry.remove(id);
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
+    fn new(io: PacketStream<S>, shared: Arc<Shared>, handle: Arc<Handle>, ok: auth::Authenticated) -> Self {
+        let policy = shared.users.get(&ok.user).map(|u| u.policy).unwrap_or_default();
+        Session {
+            io,
+            shared,
+            handle,
+            user: ok.user,
+            policy,
+            caps: ok.caps,
+            scramble: ok.scramble,
+            want: ok.want,
+            status: StatusFlags::SERVER_STATUS_AUTOCOMMIT.bits(),
+            held: None,
+            pins: Pins::default(),
+            last_write: None,
+            last_conn: None,
+            last_insert_id: 0,
+            txn_lost: false,
+            stmts: HashMap::new(),
+            next_stmt: 1,
+        }
+    }
+
+    async fn run(&mut self) -> SessionEnd {
+        let handle = self.handle.clone();
+        loop {
+            let packet = tokio::select! {
+                p = self.read_command() => p,
+                _ = handle.close.notified() => return SessionEnd::Closed("killed".into()),
+            };
+            let payload = match packet {
+                Ok(p) => p,
+                Err(e) => return e,
+            };
+            if let Err(e) = self.dispatch(&payload).await {
+                return e;
+            }
+        }
+    }
+
+    async fn read_command(&mut self) -> Result<bytes::BytesMut, SessionEnd> {
+        let read = self.io.read_packet();
+        let packet = match self.shared.limits.idle_timeout {
+            Some(t) => tokio::time::timeout(t, read)
+                .await
+                .map_err(|_| SessionEnd::Closed("idle timeout".into()))?,
+            None => read.await,
+        };
+        match packet {
+            Ok(p) if p.payload.is_empty() => Err(SessionEnd::Closed("empty packet".into())),
+            Ok(p) => Ok(p.payload),
+            Err(ProtoError::TooLarge(..)) => {
+                let _ = self.send_err(1, &ClientError::PacketTooLarge).await;
+                Err(SessionEnd::Closed("packet too large".into()))
+            }
+            Err(e) => Err(SessionEnd::Client(e)),
+        }
+    }
+
+    async fn dispatch(&mut self, p: &[u8]) -> Result<(), SessionEnd> {
+        match p[0] {
+            cmd::COM_QUERY => self.com_query(p).await,
+            cmd::COM_STMT_PREPARE => self.stmt_prepare(p).await,
+            cmd::COM_STMT_EXECUTE => self.stmt_execute(p).await,
+            cmd::COM_STMT_CLOSE => self.stmt_close(p),
+            cmd::COM_STMT_RESET => self.stmt_reset(p).await,
+            cmd::COM_STMT_SEND_LONG_DATA => self.stmt_long_data(p).await,
+            cmd::COM_STMT_FETCH => self.stmt_fetch(p).await,
+            cmd::COM_PING => self.send_ok().await,
+            cmd::COM_QUIT => Err(SessionEnd::Quit),
+            cmd::COM_INIT_DB => self.init_db(p).await,
+            cmd::COM_FIELD_LIST => self.field_list(p).await,
+            cmd::COM_STATISTICS => self.statistics(p).await,
+            cmd::COM_SET_OPTION => self.set_option(p).await,
+            cmd::COM_RESET_CONNECTION => self.reset_connection().await,
+            cmd::COM_CHANGE_USER => self.change_user(p).await,
+            cmd::COM_PROCESS_KILL => self.process_kill(p).await,
+            other => {
+                let e = ClientError::UnknownCommand(format!("0x{other:02x} ({})", cmd::name(other)));
+                self.send_err(1, &e).await
+            }
+        }
+    }
+
+    /// The flags an OK written by the proxy carries: the session's real state.
+    fn flags(&self) -> StatusFlags {
+        let keep = StatusFlags::SERVER_STATUS_AUTOCOMMIT | StatusFlags::SERVER_STATUS_IN_TRANS;
+        StatusFlags::from_bits_truncate(self.status) & keep
+    }
+
+    fn in_transaction(&self) -> bool {
+        self.flags().contains(StatusFlags::SERVER_STATUS_IN_TRANS)
+    }
+
+    fn autocommit(&self) -> bool {
+        self.flags().contains(StatusFlags::SERVER_STATUS_AUTOCOMMIT)
+    }
+
+    fn classic_client(&self) -> bool {
+        !self.caps.contains(CapabilityFlags::CLIENT_DEPRECATE_EOF)
+    }
+
+    async fn send_ok(&mut self) -> Result<(), SessionEnd> {
+        let ok = ok_payload(self.flags());
+        self.io.send(1, &ok).await?;
+        Ok(())
+    }
+
+    async fn send_err(&mut self, seq: u8, e: &ClientError) -> Result<(), SessionEnd> {
+        self.io.send(seq, &e.payload()).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,330 @@
+//! Prepared statements across pooled backends: client statement ids belong to the proxy;
+//! a statement is classified once at PREPARE and prepared on whichever backend connection
+//! runs it (each connection's cache maps SQL to its own id); parameter types are cached
+//! and sent again on a connection that has not seen them.
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::backend_use::InUse;
+use super::pins::Pin;
+use super::{Session, SessionEnd};
+use crate::backend::relay::RelayError;
+use crate::backend::stmt_cache::{BackendStmt, StmtKey};
+use crate::backend::{BackendConn, BackendError};
+use crate::error::ClientError;
+use crate::protocol::command as cmd;
+use crate::protocol::messages::eof_payload;
+use crate::protocol::scan::ResponseKind;
+use crate::protocol::StatusFlags;
+use crate::router::{self, Statement};
+
+/// A statement as the client knows it.
+pub struct ClientStmt {
+    pub sql: Arc<[u8]>,
+    pub class: Statement,
+    pub params: u16,
+    /// Parameter types (2 bytes each) from the last EXECUTE that sent them.
+    pub types: Option<Vec<u8>>,
+}
+
+/// A backend's COM_STMT_PREPARE reply.
+struct Prepared {
+    first: BytesMut,
+    stmt: BackendStmt,
+    defs: Vec<BytesMut>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
+    pub(super) async fn stmt_prepare(&mut self, p: &[u8]) -> Result<(), SessionEnd> {
+        if self.stmts.len() >= self.shared.limits.max_statements {
+            let e = ClientError::Server {
+                code: 1461,
+                state: *b"42000",
+                message: "Can't create more than max_prepared_stmt_count statements".into(),
+            };
+            return self.send_err(1, &e).await;
+        }
+        let sql: Arc<[u8]> = Arc::from(&p[1..]);
+        let class = router::classify(&sql);
+        let target = self.route(&class);
+        let mut u = match self.acquire(target, None).await {
+            Ok(u) => u,
+            Err(e) => return self.send_err(1, &e).await,
+        };
+        let key = self.stmt_key(&sql);
+        match prepare_on(u.lease.conn(), &key).await {
+            Ok(prep) => {
+                let id = self.next_stmt;
+                self.next_stmt = self.next_stmt.wrapping_add(1).max(1);
+                u.lease.conn().stmts.insert(key, prep.stmt);
+                let params = prep.stmt.params;
+                self.stmts.insert(id, ClientStmt { sql, class, params, types: None });
+                self.send_prepare_ok(id, prep).await?;
+                self.finish(u);
+                Ok(())
+            }
+            Err(BackendError::Server(e)) => {
+                self.finish(u);
+                self.send_err(1, &e.into()).await
+            }
+            Err(e) => self.backend_lost(u, protocol_err(e), 1).await,
+        }
+    }
+
+    async fn send_prepare_ok(&mut self, id: u32, prep: Prepared) -> Result<(), SessionEnd> {
+        let mut first = prep.first;
+        first[1..5].copy_from_slice(&id.to_le_bytes());
+        let mut seq = self.io.queue(1, &first);
+        let classic = self.classic_client();
+        let status = self.flags().bits();
+        let (np, nc) = (usize::from(prep.stmt.params), usize::from(prep.stmt.columns));
+        for (i, d) in prep.defs.iter().enumerate() {
+            seq = self.io.queue(seq, d);
+            if classic && (i + 1 == np || (i + 1 == np + nc && nc > 0)) {
+                seq = self.io.queue(seq, &eof_payload(0, status));
+            }
+        }
+        self.io.flush().await?;
+        Ok(())
+    }
+
+    fn stmt_key(&self, sql: &Arc<[u8]>) -> StmtKey {
+        StmtKey { sql: sql.clone(), schema: self.want.schema.clone() }
+    }
+
+    pub(super) async fn stmt_execute(&mut self, p: &[u8]) -> Result<(), SessionEnd> {
+        let Some((id, sql, class, params)) = self.lookup(p) else {
+            return self.unknown_stmt(p, "mysqld_stmt_execute").await;
+        };
+        let types_at = 10 + (usize::from(params) + 7) / 8;
+        let bound = params > 0 && p.get(types_at) == Some(&1);
+        if bound {
+            if let (Some(st), Some(t)) = (self.stmts.get_mut(&id), p.get(types_at + 1..types_at + 1 + 2 * usize::from(params))) {
+                st.types = Some(t.to_vec());
+            }
+        }
+        let cursor = p.get(5).is_some_and(|f| f & cmd::CURSOR_TYPE_READ_ONLY != 0);
+        let target = self.route(&class);
+        let key = self.stmt_key(&sql);
+        let mut u = match self.acquire(target, None).await {
+            Ok(u) => u,
+            Err(e) => return self.send_err(1, &e).await,
+        };
+        let payload = match self.execute_payload(&mut u, &key, id, p, types_at, bound).await {
+            Ok(pl) => pl,
+            Err(BackendError::Server(e)) => {
+                self.finish(u);
+                return self.send_err(1, &e.into()).await;
+            }
+            Err(e) => return self.backend_lost(u, protocol_err(e), 1).await,
+        };
+        self.count_route(&u);
+        let f = self.forward(&mut u, &payload, ResponseKind::Results).await;
+        self.pins.remove(Pin::LongData(id));
+        match f.result {
+            Ok(summary) => {
+                self.after_statement(&mut u, &class, &summary);
+                let open = summary.flags().is_some_and(|f| f.contains(StatusFlags::SERVER_STATUS_CURSOR_EXISTS));
+                if cursor && open && self.pins.add(Pin::Cursor(id)) {
+                    self.shared.stats.count_pin("cursor");
+                }
+                self.finish(u);
+                Ok(())
+            }
+            Err(RelayError::Backend { err, .. }) => self.backend_lost(u, err, f.out_seq).await,
+            Err(RelayError::Client(e)) => {
+                self.abandon(u);
+                Err(SessionEnd::Client(e))
+            }
+        }
+    }
+
+    fn lookup(&self, p: &[u8]) -> Option<(u32, Arc<[u8]>, Statement, u16)> {
+        let id = u32::from_le_bytes(p.get(1..5)?.try_into().ok()?);
+        let st = self.stmts.get(&id)?;
+        Some((id, st.sql.clone(), st.class.clone(), st.params))
+    }
+
+    async fn unknown_stmt(&mut self, p: &[u8], what: &'static str) -> Result<(), SessionEnd> {
+        let id = p.get(1..5).map_or(0, |b| u32::from_le_bytes(b.try_into().unwrap_or_default()));
+        self.send_err(1, &ClientError::UnknownStatement(id, what)).await
+    }
+
+    /// The EXECUTE for this connection: its own statement id, and the cached parameter
+    /// types when the client omitted them but this connection has not seen them.
+    async fn execute_payload(
+        &mut self,
+        u: &mut InUse,
+        key: &StmtKey,
+        id: u32,
+        p: &[u8],
+        types_at: usize,
+        bound: bool,
+    ) -> Result<Vec<u8>, BackendError> {
+        let stmt = ensure_prepared(u.lease.conn(), key).await?;
+        let mut out = Vec::with_capacity(p.len() + 64);
+        out.extend_from_slice(p);
+        out[1..5].copy_from_slice(&stmt.id.to_le_bytes());
+        let types = self.stmts.get(&id).and_then(|s| s.types.clone());
+        if stmt.params > 0 && !bound && !stmt.types_sent {
+            if let (Some(t), true) = (types, out.len() > types_at) {
+                out[types_at] = 1;
+                out.splice(types_at + 1..types_at + 1, t);
+            }
+        }
+        if stmt.params > 0 && (bound || out.get(types_at) == Some(&1)) {
+            if let Some(s) = u.lease.conn().stmts.get(key) {
+                s.types_sent = true;
+            }
+        }
+        Ok(out)
+    }
+
+    pub(super) fn stmt_close(&mut self, p: &[u8]) -> Result<(), SessionEnd> {
+        if let Some(id) = p.get(1..5).map(|b| u32::from_le_bytes(b.try_into().unwrap_or_default())) {
+            self.stmts.remove(&id);
+            self.pins.remove_stmt(id);
+            self.release_if_unpinned();
+        }
+        Ok(()) // COM_STMT_CLOSE has no reply; backend statements stay cached (LRU)
+    }
+
+    pub(super) async fn stmt_reset(&mut self, p: &[u8]) -> Result<(), SessionEnd> {
+        let Some((id, sql, ..)) = self.lookup(p) else {
+            return self.unknown_stmt(p, "mysqld_stmt_reset").await;
+        };
+        self.pins.remove_stmt(id);
+        let key = self.stmt_key(&sql);
+        if let Some(h) = self.held.as_mut() {
+            if let Some(bs) = h.lease.conn().stmts.get(&key).copied() {
+                let mut cmdb = vec![cmd::COM_STMT_RESET];
+                cmdb.extend_from_slice(&bs.id.to_le_bytes());
+                if h.lease.conn().simple(&cmdb).await.is_err() {
+                    self.held = None;
+                }
+            }
+        }
+        self.release_if_unpinned();
+        self.send_ok().await
+    }
+
+    /// SEND_LONG_DATA ties the statement to one connection until its EXECUTE.
+    pub(super) async fn stmt_long_data(&mut self, p: &[u8]) -> Result<(), SessionEnd> {
+        let Some((id, sql, class, _)) = self.lookup(p) else {
+            return Ok(()); // no reply is allowed; the EXECUTE reports the unknown id
+        };
+        let target = self.route(&class);
+        let mut u = match self.acquire(target, None).await {
+            Ok(u) => u,
+            Err(_) => return Ok(()),
+        };
+        let key = self.stmt_key(&sql);
+        let conn = u.lease.conn();
+        let Ok(stmt) = ensure_prepared(conn, &key).await else {
+            return Ok(());
+        };
+        let mut out = p.to_vec();
+        out[1..5].copy_from_slice(&stmt.id.to_le_bytes());
+        conn.queue_command(&out);
+        if conn.io.flush().await.is_err() {
+            return Ok(());
+        }
+        if self.pins.add(Pin::LongData(id)) {
+            self.shared.stats.count_pin("send_long_data");
+        }
+        self.finish(u);
+        Ok(())
+    }
+
+    /// COM_STMT_FETCH runs on the connection holding the cursor.
+    pub(super) async fn stmt_fetch(&mut self, p: &[u8]) -> Result<(), SessionEnd> {
+        let Some((id, sql, class, _)) = self.lookup(p) else {
+            return self.unknown_stmt(p, "mysqld_stmt_fetch").await;
+        };
+        if !self.pins.contains(Pin::Cursor(id)) || self.held.is_none() {
+            let e = ClientError::Server { code: 1421, state: *b"HY000", message: "The statement has no open cursor".into() };
+            return self.send_err(1, &e).await;
+        }
+        let key = self.stmt_key(&sql);
+        let mut u = match self.acquire(self.route(&class), None).await {
+            Ok(u) => u,
+            Err(e) => return self.send_err(1, &e).await,
+        };
+        let Some(bs) = u.lease.conn().stmts.get(&key).copied() else {
+            self.finish(u);
+            return self.send_err(1, &ClientError::UnknownStatement(id, "mysqld_stmt_fetch")).await;
+        };
+        let mut out = p.to_vec();
+        out[1..5].copy_from_slice(&bs.id.to_le_bytes());
+        let f = self.forward(&mut u, &out, ResponseKind::Rows).await;
+        match f.result {
+            Ok(s) => {
+                self.take_status(&s);
+                self.finish(u);
+                Ok(())
+            }
+            Err(RelayError::Backend { err, .. }) => self.backend_lost(u, err, f.out_seq).await,
+            Err(RelayError::Client(e)) => {
+                self.abandon(u);
+                Err(SessionEnd::Client(e))
+            }
+        }
+    }
+
+    /// Returns a held connection once nothing pins it any more.
+    pub(super) fn release_if_unpinned(&mut self) {
+        if self.pins.is_empty() && !self.in_transaction() {
+            if let Some(h) = self.held.take() {
+                h.lease.release();
+            }
+        }
+    }
+}
+
+fn protocol_err(e: BackendError) -> crate::protocol::ProtoError {
+    match e {
+        BackendError::Io(p) => p,
+        other => crate::protocol::ProtoError::Io(std::io::Error::other(other.to_string())),
+    }
+}
+
+/// The statement on this connection, prepared now if it is not cached.
+async fn ensure_prepared(conn: &mut BackendConn, key: &StmtKey) -> Result<BackendStmt, BackendError> {
+    if let Some(s) = conn.stmts.get(key) {
+        return Ok(*s);
+    }
+    let prep = prepare_on(conn, key).await?;
+    conn.stmts.insert(key.clone(), prep.stmt);
+    Ok(prep.stmt)
+}
+
+/// COM_STMT_PREPARE on a backend connection; reads the whole (small) reply.
+async fn prepare_on(conn: &mut BackendConn, key: &StmtKey) -> Result<Prepared, BackendError> {
+    let mut payload = Vec::with_capacity(1 + key.sql.len());
+    payload.push(cmd::COM_STMT_PREPARE);
+    payload.extend_from_slice(&key.sql);
+    let first = conn.command(&payload).await?.payload;
+    match first.first() {
+        Some(0x00) if first.len() >= 12 => {}
+        Some(0xFF) => {
+            let e = crate::protocol::messages::parse_err(&first).ok_or(BackendError::Protocol("bad ERR"))?;
+            return Err(BackendError::Server(e));
+        }
+        _ => return Err(BackendError::Protocol("bad COM_STMT_PREPARE reply")),
+    }
+    let stmt = BackendStmt {
+        id: u32::from_le_bytes([first[1], first[2], first[3], first[4]]),
+        columns: u16::from_le_bytes([first[5], first[6]]),
+        params: u16::from_le_bytes([first[7], first[8]]),
+        types_sent: false,
+    };
+    let n = usize::from(stmt.params) + usize::from(stmt.columns);
+    let mut defs = Vec::with_capacity(n);
+    for _ in 0..n {
+        defs.push(conn.io.read_packet().await?.payload);
+    }
+    Ok(Prepared { first, stmt, defs })
+}

@@ -1,0 +1,166 @@
+//! COM_QUERY: classify, route, run on a backend with raw relay, then take the session
+//! state the statement changed (status flags, variables, pins).
+
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::backend_use::InUse;
+use super::pins::Pin;
+use super::{Session, SessionEnd};
+use crate::backend::relay::RelayError;
+use crate::backend::state::{Charset, ConnState};
+use crate::error::ClientError;
+use crate::protocol::scan::{ResponseKind, Summary};
+use crate::protocol::{CapabilityFlags, StatusFlags};
+use crate::router::{self, SessionChange, Statement, Target};
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
+    pub(super) async fn com_query(&mut self, p: &[u8]) -> Result<(), SessionEnd> {
+        let sql = &p[1..];
+        if self.txn_lost {
+            return self.lost_transaction_gate(sql).await;
+        }
+        let stmt = if self.caps.contains(CapabilityFlags::CLIENT_MULTI_STATEMENTS) {
+            router::classify_multi(sql)
+        } else {
+            router::classify(sql)
+        };
+        if let Some(k) = stmt.kill {
+            return self.kill(k.id, k.query_only).await;
+        }
+        let target = self.route(&stmt);
+        self.run_statement(p, &stmt, target, ResponseKind::Results).await
+    }
+
+    /// Runs a command that a statement classification routes; retries a read once
+    /// elsewhere when its standby failed before any byte reached the client.
+    pub(super) async fn run_statement(
+        &mut self,
+        payload: &[u8],
+        stmt: &Statement,
+        target: Target,
+        kind: ResponseKind,
+    ) -> Result<(), SessionEnd> {
+        let mut exclude = None;
+        loop {
+            let mut u = match self.acquire_for(stmt, target, exclude).await {
+                Ok(u) => u,
+                Err(e) => return self.send_err(1, &e).await,
+            };
+            self.count_route(&u);
+            let f = self.forward(&mut u, payload, kind).await;
+            match f.result {
+                Ok(summary) => {
+                    self.after_statement(&mut u, stmt, &summary);
+                    self.finish(u);
+                    return Ok(());
+                }
+                Err(RelayError::Backend { client_touched: false, err }) if u.standby && exclude.is_none() => {
+                    tracing::info!(error = %err, "read failed on a standby before any reply; retrying elsewhere");
+                    self.shared.topology.suspect(u.node, err.to_string());
+                    self.shared.stats.read_retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    exclude = Some(u.node);
+                }
+                Err(RelayError::Backend { err, .. }) => return self.backend_lost(u, err, f.out_seq).await,
+                Err(RelayError::Client(e)) => {
+                    self.abandon(u);
+                    return Err(SessionEnd::Client(e));
+                }
+            }
+        }
+    }
+
+    /// A same-connection statement gets the connection that ran the previous one when it
+    /// is still idle; otherwise LAST_INSERT_ID is carried over to the new connection.
+    async fn acquire_for(&mut self, stmt: &Statement, target: Target, exclude: Option<usize>) -> Result<InUse, ClientError> {
+        let mut u = self.acquire(target, exclude).await?;
+        if stmt.same_connection && !u.from_held {
+            let same = self.last_conn == Some((u.node, u.lease.conn_ref().thread_id));
+            if !same && self.last_insert_id != 0 {
+                let sql = format!("DO LAST_INSERT_ID({})", self.last_insert_id);
+                if let Err(e) = u.lease.conn().query_ok(&sql).await {
+                    return Err(ClientError::Internal(format!("carrying LAST_INSERT_ID over: {e}")));
+                }
+            }
+        }
+        Ok(u)
+    }
+
+    /// Applies what a finished statement did to the session.
+    pub(super) fn after_statement(&mut self, u: &mut InUse, stmt: &Statement, s: &Summary) {
+        self.take_status(s);
+        if s.error.is_none() {
+            for c in &stmt.changes {
+                apply_change(&mut self.want, c);
+                apply_change(&mut u.lease.conn().state, c);
+            }
+            for r in &stmt.pins {
+                if self.pins.add(Pin::Statement(*r)) {
+                    self.shared.stats.count_pin(r.name());
+                }
+            }
+            for r in &stmt.unpins {
+                self.pins.remove(Pin::Statement(*r));
+            }
+        }
+        if stmt.target == Target::Primary && !stmt.is_set_only && !u.standby {
+            self.note_write();
+        }
+    }
+
+    /// After a lost transaction only ROLLBACK is accepted; it ends the lost transaction.
+    async fn lost_transaction_gate(&mut self, sql: &[u8]) -> Result<(), SessionEnd> {
+        let (_, start) = router::hint::parse(sql);
+        let word: Vec<u8> = sql[start..]
+            .iter()
+            .take_while(|b| b.is_ascii_alphabetic())
+            .map(|b| b.to_ascii_uppercase())
+            .collect();
+        if word == b"ROLLBACK" {
+            self.txn_lost = false;
+            self.status &= !StatusFlags::SERVER_STATUS_IN_TRANS.bits();
+            return self.send_ok().await;
+        }
+        self.send_err(1, &ClientError::InLostTransaction).await
+    }
+}
+
+/// Records a session state change on a state (the session's wanted, or a connection's).
+pub(super) fn apply_change(state: &mut ConnState, c: &SessionChange) {
+    match c {
+        SessionChange::UseSchema(db) => state.schema = Some(db.clone()),
+        SessionChange::SetNames { charset, collation } => {
+            state.charset = Charset::Names { charset: charset.clone(), collation: collation.clone() };
+        }
+        SessionChange::SetVar { name, value } if value.eq_ignore_ascii_case("DEFAULT") => {
+            state.vars.remove(name);
+        }
+        SessionChange::SetVar { name, value } => {
+            state.vars.insert(name.clone(), value.clone());
+        }
+        SessionChange::SetTransaction { isolation, read_only } => {
+            let mut parts = Vec::new();
+            if let Some(i) = isolation {
+                parts.push(format!("ISOLATION LEVEL {i}"));
+            }
+            if let Some(ro) = read_only {
+                parts.push(if *ro { "READ ONLY".into() } else { "READ WRITE".into() });
+            }
+            merge_transaction(state, parts);
+        }
+    }
+}
+
+/// Keeps both characteristics when a later SET SESSION TRANSACTION names only one.
+fn merge_transaction(state: &mut ConnState, parts: Vec<String>) {
+    let old = state.transaction.take().unwrap_or_default();
+    let keep_iso = !parts.iter().any(|p| p.starts_with("ISOLATION"));
+    let keep_ro = !parts.iter().any(|p| p.starts_with("READ"));
+    let mut all: Vec<String> = old
+        .split(", ")
+        .filter(|p| !p.is_empty())
+        .filter(|p| (keep_iso && p.starts_with("ISOLATION")) || (keep_ro && p.starts_with("READ")))
+        .map(str::to_string)
+        .collect();
+    all.extend(parts);
+    state.transaction = (!all.is_empty()).then(|| all.join(", "));
+}

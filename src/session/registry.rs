@@ -1,0 +1,84 @@
+//! Live client sessions by proxy connection id: what KILL needs (which backend thread
+//! runs a session's command now) and what /status shows.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+/// The backend connection a session is using at this moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Running {
+    pub node: usize,
+    pub thread_id: u32,
+}
+
+/// What other tasks may see of and do to one session.
+pub struct Handle {
+    pub id: u32,
+    pub user: Mutex<String>,
+    pub running: Mutex<Option<Running>>,
+    /// Notified to close the session (KILL CONNECTION).
+    pub close: Notify,
+}
+
+#[derive(Default)]
+pub struct Registry {
+    next: AtomicU32,
+    map: Mutex<HashMap<u32, Arc<Handle>>>,
+}
+
+impl Registry {
+
+    /// A fresh connection id before the user is known.
+    pub fn next_id(&self) -> u32 {
+        self.next.fetch_add(1, Ordering::Relaxed).wrapping_add(1).max(1)
+    }
+
+    pub fn insert(&self, id: u32, user: &str) -> Arc<Handle> {
+        let h = Arc::new(Handle {
+            id,
+            user: Mutex::new(user.to_string()),
+            running: Mutex::new(None),
+            close: Notify::new(),
+        });
+        self.map.lock().insert(id, h.clone());
+        h
+    }
+
+    pub fn remove(&self, id: u32) {
+        self.map.lock().remove(&id);
+    }
+
+    pub fn get(&self, id: u32) -> Option<Arc<Handle>> {
+        self.map.lock().get(&id).cloned()
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Session-wide counters for /status.
+#[derive(Default)]
+pub struct Stats {
+    pub auth_failures: std::sync::atomic::AtomicU64,
+    pub rejected_connections: std::sync::atomic::AtomicU64,
+    pub queries: std::sync::atomic::AtomicU64,
+    pub standby_reads: std::sync::atomic::AtomicU64,
+    pub primary_statements: std::sync::atomic::AtomicU64,
+    pub read_retries: std::sync::atomic::AtomicU64,
+    pub pins: Mutex<HashMap<&'static str, u64>>,
+}
+
+impl Stats {
+    pub fn count_pin(&self, name: &'static str) {
+        *self.pins.lock().entry(name).or_default() += 1;
+    }
+}
