@@ -129,6 +129,11 @@ const READS: &[(&[u8], &str)] = &[
     (b"SELECT 1; -- trailing", "S"),
     (b"SELECT ';' FROM t", "S"),
     (b"SELECT _binary'\xff'", "S"),
+    (b"SELECT INSERT('abc', 1, 1, 'x')", "S"),
+    (b"SELECT * FROM t USE INDEX FOR JOIN (i)", "S"),
+    (b"SELECT a FROM t WHERE c = 'x' /* for */", "S"),
+    (b"SELECT * FROM t WHERE note = ? AND s = 'for'", "S"),
+    (b"WITH RECURSIVE c AS (SELECT 1 AS n UNION ALL SELECT n + 1 FROM c WHERE n < 5) SELECT * FROM c", "S"),
 ];
 
 /// Reads that are not plain: DOMAIN.md's routing traps and friends.
