@@ -64,6 +64,8 @@ pub struct BackendConn {
     pub stmts: StmtCache,
     pub created: Instant,
     pub idle_since: Instant,
+    /// Times this connection was leased: tells an untouched idle connection apart.
+    pub leases: u64,
 }
 
 impl BackendConn {
@@ -123,6 +125,7 @@ impl BackendConn {
             stmts: StmtCache::new(p.statement_cache),
             created: now,
             idle_since: now,
+            leases: 0,
         })
     }
 

@@ -129,14 +129,37 @@ impl NodePools {
                 }
             }
         };
+        Ok(self.make_lease(pool, pooled))
+    }
+
+    fn make_lease(&self, pool: Arc<UserPool>, mut pooled: Pooled) -> Lease {
+        pooled.conn.leases += 1;
         pool.stats.leases.fetch_add(1, Ordering::Relaxed);
         pool.stats.in_use.fetch_add(1, Ordering::Relaxed);
         self.outstanding.fetch_add(1, Ordering::Relaxed);
-        Ok(Lease {
+        Lease {
             pooled: Some(pooled),
             pool,
             outstanding: self.outstanding.clone(),
-        })
+        }
+    }
+
+    /// Leases one particular idle connection if nobody used it since `leases`
+    /// (same-connection statements such as FOUND_ROWS()).
+    pub fn take_idle(&self, user: &str, thread_id: u32, leases: u64) -> Option<Lease> {
+        let pool = self.users.get(user)?.clone();
+        let pooled = {
+            let mut idle = pool.idle.lock();
+            let i = idle
+                .iter()
+                .position(|p| p.conn.thread_id == thread_id && p.conn.leases == leases)?;
+            idle.remove(i)?
+        };
+        if !pooled.conn.looks_alive() {
+            pool.discard(pooled);
+            return None;
+        }
+        Some(self.make_lease(pool, pooled))
     }
 
     fn try_slots(&self, pool: &UserPool) -> Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)> {

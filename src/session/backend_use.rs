@@ -51,6 +51,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         !w.is_zero() && self.last_write.is_some_and(|t| t.elapsed() < w)
     }
 
+    /// The connection that ran the previous statement, if it is idle and untouched since.
+    pub(super) async fn acquire_previous(&mut self) -> Option<InUse> {
+        let last = self.last_conn?;
+        let entry = self.shared.topology.snapshot().node(last.node).cloned()?;
+        if !entry.healthy {
+            return None;
+        }
+        let mut lease = entry.node.pools.take_idle(&self.user, last.thread_id, last.leases)?;
+        lease.conn().sync(&self.want).await.ok()?;
+        let standby = entry.role != crate::config::Role::Primary;
+        Some(InUse { lease, node: last.node, standby, from_held: false })
+    }
+
     /// The held connection, or a lease for `target` synced to the session's state.
     pub(super) async fn acquire(&mut self, target: Target, exclude: Option<usize>) -> Result<InUse, ClientError> {
         if let Some(h) = self.held.take() {
@@ -127,7 +140,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 
     /// Keeps the connection for the next command (transaction or pin) or returns it.
     pub(super) fn finish(&mut self, u: InUse) {
-        self.last_conn = Some((u.node, u.lease.conn_ref().thread_id));
+        let c = u.lease.conn_ref();
+        self.last_conn = Some(super::LastConn { node: u.node, thread_id: c.thread_id, leases: c.leases });
         if self.in_transaction() || !self.pins.is_empty() {
             self.held = Some(Held { lease: u.lease, node: u.node });
         } else {

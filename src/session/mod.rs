@@ -77,11 +77,19 @@ pub struct Session<S> {
     pins: Pins,
     last_write: Option<Instant>,
     /// The connection that ran the previous statement, for same-connection statements.
-    last_conn: Option<(usize, u32)>,
+    last_conn: Option<LastConn>,
     last_insert_id: u64,
     txn_lost: bool,
     stmts: HashMap<u32, ClientStmt>,
     next_stmt: u32,
+}
+
+/// The backend connection that ran a session's previous statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LastConn {
+    pub node: usize,
+    pub thread_id: u32,
+    pub leases: u64,
 }
 
 /// Why a session ends.

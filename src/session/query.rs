@@ -72,10 +72,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// A same-connection statement gets the connection that ran the previous one when it
     /// is still idle; otherwise LAST_INSERT_ID is carried over to the new connection.
     async fn acquire_for(&mut self, stmt: &Statement, target: Target, exclude: Option<usize>) -> Result<InUse, ClientError> {
+        if stmt.same_connection && self.held.is_none() && exclude.is_none() {
+            if let Some(u) = self.acquire_previous().await {
+                return Ok(u);
+            }
+        }
         let mut u = self.acquire(target, exclude).await?;
         if stmt.same_connection && !u.from_held {
-            let same = self.last_conn == Some((u.node, u.lease.conn_ref().thread_id));
-            if !same && self.last_insert_id != 0 {
+            if self.last_insert_id != 0 {
                 let sql = format!("DO LAST_INSERT_ID({})", self.last_insert_id);
                 if let Err(e) = u.lease.conn().query_ok(&sql).await {
                     return Err(ClientError::Internal(format!("carrying LAST_INSERT_ID over: {e}")));
