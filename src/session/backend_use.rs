@@ -64,24 +64,46 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         Some(InUse { lease, node: last.node, standby, from_held: false })
     }
 
-    /// The held connection, or a lease for `target` synced to the session's state.
-    pub(super) async fn acquire(&mut self, target: Target, exclude: Option<usize>) -> Result<InUse, ClientError> {
+    /// The held connection, or a lease for `target` synced to the session's state. A
+    /// read whose standby cannot be reached goes to another standby, then the primary.
+    pub(super) async fn acquire(&mut self, target: Target, mut exclude: Option<usize>) -> Result<InUse, ClientError> {
         if let Some(h) = self.held.take() {
             return Ok(InUse { lease: h.lease, node: h.node, standby: false, from_held: true });
         }
-        for attempt in 0..3 {
-            let (node, standby) = self.pick(target, exclude)?;
-            let mut lease = self.lease_on(&node).await?;
-            match lease.conn().sync(&self.want).await {
-                Ok(()) => return Ok(InUse { lease, node: node.id, standby, from_held: false }),
-                Err(BackendError::Server(e)) => return Err(e.into()),
-                Err(e) if attempt < 2 => {
-                    tracing::debug!(backend = %node.name, error = %e, "pooled connection failed on sync; retrying");
+        let mut last_err = None;
+        for _ in 0..3 {
+            let (node, standby) = match self.pick(target, exclude) {
+                Ok(found) => found,
+                Err(e) => return Err(last_err.unwrap_or(e)),
+            };
+            match self.lease_synced(&node).await {
+                Ok(lease) => return Ok(InUse { lease, node: node.id, standby, from_held: false }),
+                Err(e @ ClientError::Server { .. }) => return Err(e),
+                Err(e) if standby => {
+                    exclude = Some(node.id);
+                    last_err = Some(e);
                 }
-                Err(e) => return Err(self.unavailable(&node, e.to_string())),
+                Err(e) => last_err = Some(e),
             }
         }
-        Err(ClientError::Internal("unreachable lease loop".into()))
+        Err(last_err.unwrap_or_else(|| ClientError::Internal("no backend connection".into())))
+    }
+
+    /// A lease on `node` in the session's state; a pooled connection that fails on the
+    /// way is replaced once.
+    async fn lease_synced(&self, node: &crate::topology::Node) -> Result<Lease, ClientError> {
+        for attempt in 0..2 {
+            let mut lease = self.lease_on(node).await?;
+            match lease.conn().sync(&self.want).await {
+                Ok(()) => return Ok(lease),
+                Err(BackendError::Server(e)) => return Err(e.into()),
+                Err(e) if attempt == 0 => {
+                    tracing::debug!(backend = %node.name, error = %e, "pooled connection failed on sync; retrying");
+                }
+                Err(e) => return Err(self.unavailable(node, e.to_string())),
+            }
+        }
+        Err(ClientError::Internal("unreachable".into()))
     }
 
     fn pick(&self, target: Target, exclude: Option<usize>) -> Result<(std::sync::Arc<crate::topology::Node>, bool), ClientError> {

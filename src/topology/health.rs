@@ -58,11 +58,17 @@ pub async fn check_loop(
 
 async fn check_once(conn: &mut Option<BackendConn>, params: &ConnectParams, timeout: Duration) -> Result<(), String> {
     let fut = async {
-        if conn.is_none() {
-            *conn = Some(BackendConn::connect(params).await.map_err(|e| e.to_string())?);
+        // a kept connection may have died on its own (killed, wait_timeout): one failure
+        // there is no verdict; a fresh connection decides
+        if let Some(c) = conn.as_mut() {
+            if c.simple(&[COM_PING]).await.is_ok() {
+                return Ok(());
+            }
         }
-        let c = conn.as_mut().expect("just connected");
+        *conn = None;
+        let mut c = BackendConn::connect(params).await.map_err(|e| e.to_string())?;
         c.simple(&[COM_PING]).await.map_err(|e| e.to_string())?;
+        *conn = Some(c);
         Ok(())
     };
     match tokio::time::timeout(timeout, fut).await {

@@ -3,6 +3,7 @@
 //! a raw protocol client for what no client library sends.
 #![allow(dead_code)]
 
+pub mod chaos;
 pub mod raw;
 
 use std::sync::Once;
