@@ -23,7 +23,10 @@ async fn readyz(State(s): State<Arc<Shared>>) -> (StatusCode, &'static str) {
     if s.topology.snapshot().ready() {
         (StatusCode::OK, "ready\n")
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "waiting for the first health check of every backend\n")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "waiting for the first health check of every backend\n",
+        )
     }
 }
 

@@ -44,7 +44,13 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     let entries = nodes
         .iter()
         .zip(&cfg.backends)
-        .map(|(n, b)| Entry { node: n.clone(), role: b.role, healthy: true, checked: false, last_error: None })
+        .map(|(n, b)| Entry {
+            node: n.clone(),
+            role: b.role,
+            healthy: true,
+            checked: false,
+            last_error: None,
+        })
         .collect();
     let (topo, rx) = Topology::new(entries);
     let pokes: Vec<Arc<Notify>> = nodes.iter().map(|_| Arc::new(Notify::new())).collect();
@@ -59,7 +65,13 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
             .iter()
             .map(|u| {
                 let password = u.password.password.clone().unwrap_or_default();
-                (u.name.clone(), UserInfo { password, policy: u.policy })
+                (
+                    u.name.clone(),
+                    UserInfo {
+                        password,
+                        policy: u.policy,
+                    },
+                )
             })
             .collect(),
         registry: Registry::default(),
@@ -71,19 +83,30 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     let listener = bind(&cfg.server.listen).await?;
     let admin = bind(&cfg.server.admin_listen).await?;
     let running = Running {
-        listen: listener.local_addr().map_err(|e| StartError::Bind(cfg.server.listen.clone(), e))?,
-        admin: admin.local_addr().map_err(|e| StartError::Bind(cfg.server.admin_listen.clone(), e))?,
+        listen: listener
+            .local_addr()
+            .map_err(|e| StartError::Bind(cfg.server.listen.clone(), e))?,
+        admin: admin
+            .local_addr()
+            .map_err(|e| StartError::Bind(cfg.server.admin_listen.clone(), e))?,
         shared: shared.clone(),
         shutdown: tx,
     };
-    tokio::spawn(crate::listener::run(listener, shared.clone(), cfg.server.max_client_connections, rx.clone()));
+    tokio::spawn(crate::listener::run(
+        listener,
+        shared.clone(),
+        cfg.server.max_client_connections,
+        rx.clone(),
+    ));
     tokio::spawn(serve_admin(admin, shared, rx));
     tracing::info!(listen = %running.listen, admin = %running.admin, "switchyard started");
     Ok(running)
 }
 
 async fn bind(addr: &str) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr).await.map_err(|e| StartError::Bind(addr.to_string(), e))
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| StartError::Bind(addr.to_string(), e))
 }
 
 async fn serve_admin(l: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
@@ -110,7 +133,12 @@ fn user_passwords(cfg: &Config) -> Vec<(String, String)> {
     cfg.users
         .iter()
         .map(|u| {
-            let pw = u.password.password.as_ref().map(|s| s.expose().to_string()).unwrap_or_default();
+            let pw = u
+                .password
+                .password
+                .as_ref()
+                .map(|s| s.expose().to_string())
+                .unwrap_or_default();
             (u.name.clone(), pw)
         })
         .collect()
@@ -130,20 +158,42 @@ fn build_nodes(cfg: &Config, users: &[(String, String)], base: &ConnectParams) -
         .map(|(id, b)| {
             let address = b.address();
             let pools = NodePools::new(&b.name, &address, users, &limits, base);
-            Arc::new(Node { id, name: b.name.clone(), address, pools })
+            Arc::new(Node {
+                id,
+                name: b.name.clone(),
+                address,
+                pools,
+            })
         })
         .collect()
 }
 
 /// Health-check credentials: [health] user, or the first configured user.
-fn monitor_params(cfg: &Config, users: &[(String, String)], base: &ConnectParams, address: String) -> ConnectParams {
+fn monitor_params(
+    cfg: &Config,
+    users: &[(String, String)],
+    base: &ConnectParams,
+    address: String,
+) -> ConnectParams {
     let (user, password) = if cfg.health.user.is_empty() {
         users.first().cloned().unwrap_or_default()
     } else {
-        let pw = cfg.health.password.password.as_ref().map(|s| s.expose().to_string()).unwrap_or_default();
+        let pw = cfg
+            .health
+            .password
+            .password
+            .as_ref()
+            .map(|s| s.expose().to_string())
+            .unwrap_or_default();
         (cfg.health.user.clone(), pw)
     };
-    ConnectParams { address, user, password, statement_cache: 1, ..base.clone() }
+    ConnectParams {
+        address,
+        user,
+        password,
+        statement_cache: 1,
+        ..base.clone()
+    }
 }
 
 fn spawn_health(
@@ -162,7 +212,13 @@ fn spawn_health(
     };
     for (n, poke) in nodes.iter().zip(pokes) {
         let params = monitor_params(cfg, users, base, n.address.clone());
-        tokio::spawn(health::check_loop(n.id, params, hp.clone(), topo.sender(), poke.clone()));
+        tokio::spawn(health::check_loop(
+            n.id,
+            params,
+            hp.clone(),
+            topo.sender(),
+            poke.clone(),
+        ));
     }
 }
 
@@ -182,7 +238,8 @@ fn session_limits(cfg: &Config) -> SessionLimits {
         lease_timeout: Duration::from_millis(cfg.pool.lease_timeout_ms),
         max_packet: cfg.server.max_packet_bytes,
         read_your_writes: Duration::from_millis(cfg.routing.read_your_writes_ms),
-        idle_timeout: (cfg.server.client_idle_timeout_s > 0).then(|| Duration::from_secs(cfg.server.client_idle_timeout_s)),
+        idle_timeout: (cfg.server.client_idle_timeout_s > 0)
+            .then(|| Duration::from_secs(cfg.server.client_idle_timeout_s)),
         max_statements: 16_382,
     }
 }
@@ -201,4 +258,3 @@ async fn server_version(cfg: &Config, users: &[(String, String)], base: &Connect
     tracing::warn!("no backend reachable at start: greeting with a default version string");
     "8.0.35-switchyard".into()
 }
-

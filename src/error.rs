@@ -40,12 +40,20 @@ pub enum ClientError {
     KillDenied(u64),
     /// An error the server returned while switchyard prepared the connection.
     #[error("{message}")]
-    Server { code: u16, state: [u8; 5], message: String },
+    Server {
+        code: u16,
+        state: [u8; 5],
+        message: String,
+    },
 }
 
 impl From<crate::protocol::messages::ErrInfo> for ClientError {
     fn from(e: crate::protocol::messages::ErrInfo) -> Self {
-        ClientError::Server { code: e.code, state: e.state, message: e.message }
+        ClientError::Server {
+            code: e.code,
+            state: e.state,
+            message: e.message,
+        }
     }
 }
 
@@ -76,7 +84,12 @@ impl ClientError {
 
     /// The ERR payload.
     pub fn payload(&self) -> Vec<u8> {
-        if let ClientError::Server { code, state, message } = self {
+        if let ClientError::Server {
+            code,
+            state,
+            message,
+        } = self
+        {
             return err_payload(*code, state, message);
         }
         let (code, state) = self.code();

@@ -12,7 +12,12 @@ use crate::protocol::packet::encode_packet;
 use crate::session::{self, Shared};
 
 /// Accepts clients until `shutdown` turns true.
-pub async fn run(listener: TcpListener, shared: Arc<Shared>, max_clients: usize, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    max_clients: usize,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let slots = Arc::new(Semaphore::new(max_clients));
     loop {
         let accepted = tokio::select! {
@@ -37,7 +42,10 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, max_clients: usize,
                 });
             }
             Err(_) => {
-                shared.stats.rejected_connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                shared
+                    .stats
+                    .rejected_connections
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::warn!(%peer, "client connection limit reached");
                 tokio::spawn(reject(stream));
             }

@@ -34,7 +34,12 @@ async fn proxy_with(primary: String, standby: Option<String>) -> switchyard::app
 
 async fn wait_running(p: &switchyard::app::Running, id: u32) {
     for _ in 0..200 {
-        if p.shared.registry.get(id).and_then(|h| *h.running.lock()).is_some() {
+        if p.shared
+            .registry
+            .get(id)
+            .and_then(|h| *h.running.lock())
+            .is_some()
+        {
             tokio::time::sleep(Duration::from_millis(100)).await;
             return;
         }
@@ -56,9 +61,23 @@ async fn a_read_whose_standby_dies_before_replying_is_retried_elsewhere() {
     });
     wait_running(&p, id).await;
     chaos.cut_all();
-    let (slept, sid) = q.await.unwrap().expect("the read succeeded on retry").unwrap();
-    assert_eq!((slept, sid), (0, pid), "retried on the primary, the only other backend");
-    assert_eq!(p.shared.stats.read_retries.load(std::sync::atomic::Ordering::Relaxed), 1);
+    let (slept, sid) = q
+        .await
+        .unwrap()
+        .expect("the read succeeded on retry")
+        .unwrap();
+    assert_eq!(
+        (slept, sid),
+        (0, pid),
+        "retried on the primary, the only other backend"
+    );
+    assert_eq!(
+        p.shared
+            .stats
+            .read_retries
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -89,21 +108,38 @@ async fn a_transaction_lost_with_its_backend_refuses_all_but_rollback() {
     let p = proxy_with(chaos.address(), None).await;
     let mut c = connect(&p, "strict").await;
     let t = table("lost");
-    c.query_drop(format!("CREATE TABLE {t} (id INT PRIMARY KEY)")).await.unwrap();
+    c.query_drop(format!("CREATE TABLE {t} (id INT PRIMARY KEY)"))
+        .await
+        .unwrap();
     c.query_drop("BEGIN").await.unwrap();
-    c.query_drop(format!("INSERT INTO {t} VALUES (1)")).await.unwrap();
+    c.query_drop(format!("INSERT INTO {t} VALUES (1)"))
+        .await
+        .unwrap();
     chaos.cut_all();
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let e = c.query_drop(format!("INSERT INTO {t} VALUES (2)")).await.unwrap_err();
+    let e = c
+        .query_drop(format!("INSERT INTO {t} VALUES (2)"))
+        .await
+        .unwrap_err();
     assert_eq!(code(&e), Some(1213), "transaction lost: {e}");
     let e = c.query_drop("SELECT 1").await.unwrap_err();
     assert_eq!(code(&e), Some(9003), "refused until ROLLBACK: {e}");
     let e = c.query_drop("COMMIT").await.unwrap_err();
     assert_eq!(code(&e), Some(9003), "COMMIT would lie: {e}");
     c.query_drop("ROLLBACK").await.unwrap();
-    c.query_drop(format!("INSERT INTO {t} VALUES (3)")).await.unwrap();
-    let ids: Vec<u32> = direct(PRIMARY).await.query(format!("SELECT id FROM {t} ORDER BY id")).await.unwrap();
-    assert_eq!(ids, vec![3], "nothing of the lost transaction was committed");
+    c.query_drop(format!("INSERT INTO {t} VALUES (3)"))
+        .await
+        .unwrap();
+    let ids: Vec<u32> = direct(PRIMARY)
+        .await
+        .query(format!("SELECT id FROM {t} ORDER BY id"))
+        .await
+        .unwrap();
+    assert_eq!(
+        ids,
+        vec![3],
+        "nothing of the lost transaction was committed"
+    );
     c.query_drop(format!("DROP TABLE {t}")).await.unwrap();
 }
 
@@ -112,19 +148,29 @@ async fn lost_temporary_tables_end_the_client_connection() {
     let chaos = Chaos::start("127.0.0.11:3306").await;
     let p = proxy_with(chaos.address(), None).await;
     let mut c = connect(&p, "strict").await;
-    c.query_drop("CREATE TEMPORARY TABLE tmp_lost (x INT)").await.unwrap();
+    c.query_drop("CREATE TEMPORARY TABLE tmp_lost (x INT)")
+        .await
+        .unwrap();
     chaos.cut_all();
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let e = c.query_drop("INSERT INTO tmp_lost VALUES (1)").await.unwrap_err();
+    let e = c
+        .query_drop("INSERT INTO tmp_lost VALUES (1)")
+        .await
+        .unwrap_err();
     assert_eq!(code(&e), Some(9004), "{e}");
-    assert!(c.query_drop("SELECT 1").await.is_err(), "the connection was closed");
+    assert!(
+        c.query_drop("SELECT 1").await.is_err(),
+        "the connection was closed"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_gone_mid_result_never_leaves_a_dirty_connection() {
     let p = proxy_with("127.0.0.11:3306".into(), None).await;
     let marker = format!("sy_gone_{}", std::process::id());
-    let mut r = raw::connect(p.listen.port(), "strict", "strict", raw::classic_caps()).await.unwrap();
+    let mut r = raw::connect(p.listen.port(), "strict", "strict", raw::classic_caps())
+        .await
+        .unwrap();
     let q = format!("\x03SELECT REPEAT('x', 2000) AS {marker} FROM seq_1_to_2000000");
     r.io.send(0, q.as_bytes()).await.unwrap();
     for _ in 0..50 {
@@ -133,18 +179,19 @@ async fn a_client_gone_mid_result_never_leaves_a_dirty_connection() {
     let running = format!(
         "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO LIKE '%{marker}%' AND INFO NOT LIKE '%PROCESSLIST%'"
     );
-    let seen: u32 = direct(PRIMARY).await.query_first(running.as_str()).await.unwrap().unwrap();
+    let seen: u32 = direct(PRIMARY)
+        .await
+        .query_first(running.as_str())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(seen, 1, "the big query runs while the client reads");
     drop(r);
     // the query is killed on the server (bounded wait) and the pool holds no dirty connection
     let mut gone = false;
     for _ in 0..100 {
         let mut d = direct(PRIMARY).await;
-        let n: u32 = d
-            .query_first(running.as_str())
-            .await
-            .unwrap()
-            .unwrap();
+        let n: u32 = d.query_first(running.as_str()).await.unwrap().unwrap();
         if n == 0 {
             gone = true;
             break;
@@ -170,7 +217,11 @@ async fn a_standby_that_refuses_connections_leaves_the_rotation() {
     chaos.cut_all();
     let mut c = connect(&p, "strict").await;
     for _ in 0..5 {
-        let s: u32 = c.query_first("SELECT @@server_id").await.expect("reads never fail").unwrap();
+        let s: u32 = c
+            .query_first("SELECT @@server_id")
+            .await
+            .expect("reads never fail")
+            .unwrap();
         assert_eq!(s, pid, "with the only standby down reads use the primary");
     }
     let mut healthy = true;

@@ -17,8 +17,14 @@ async fn plain_reads_go_to_standbys_and_writes_to_the_primary() {
         assert_ne!(s, pid, "a plain read ran on the primary");
     }
     let t = table("rw");
-    c.query_drop(format!("CREATE TABLE {t} (id INT PRIMARY KEY AUTO_INCREMENT, v INT)")).await.unwrap();
-    c.query_drop(format!("INSERT INTO {t} (v) VALUES (1)")).await.expect("write as strict reached the primary");
+    c.query_drop(format!(
+        "CREATE TABLE {t} (id INT PRIMARY KEY AUTO_INCREMENT, v INT)"
+    ))
+    .await
+    .unwrap();
+    c.query_drop(format!("INSERT INTO {t} (v) VALUES (1)"))
+        .await
+        .expect("write as strict reached the primary");
     c.query_drop("BEGIN").await.unwrap();
     let s: u32 = c.query_first("SELECT @@server_id").await.unwrap().unwrap();
     assert_eq!(s, pid, "a read inside a transaction left the primary");
@@ -34,8 +40,12 @@ async fn side_effects_and_locking_reads_run_on_the_primary() {
     let pid = primary_id().await;
     let mut c = connect(&p, "strict").await;
     let t = table("lock");
-    c.query_drop(format!("CREATE TABLE {t} (id INT PRIMARY KEY, v INT)")).await.unwrap();
-    c.query_drop(format!("INSERT INTO {t} VALUES (1, 10)")).await.unwrap();
+    c.query_drop(format!("CREATE TABLE {t} (id INT PRIMARY KEY, v INT)"))
+        .await
+        .unwrap();
+    c.query_drop(format!("INSERT INTO {t} VALUES (1, 10)"))
+        .await
+        .unwrap();
     wait_replicated(&t).await;
     let cases = [
         format!("SELECT @@server_id FROM {t} LIMIT 1 FOR UPDATE"),
@@ -51,12 +61,23 @@ async fn side_effects_and_locking_reads_run_on_the_primary() {
             assert_eq!(s, pid, "{q}");
         }
     }
-    let (s, got): (u32, i32) = c.query_first("SELECT @@server_id, GET_LOCK('sy_test', 0)").await.unwrap().unwrap();
+    let (s, got): (u32, i32) = c
+        .query_first("SELECT @@server_id, GET_LOCK('sy_test', 0)")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!((s, got), (pid, 1));
     // GET_LOCK pins the session: the lock stays with it, reads stay on the primary
     let s: u32 = c.query_first("SELECT @@server_id").await.unwrap().unwrap();
-    assert_eq!(s, pid, "a session holding a named lock stays on its connection");
-    let held: Option<i64> = c.query_first("SELECT IS_USED_LOCK('sy_test') = CONNECTION_ID()").await.unwrap().unwrap();
+    assert_eq!(
+        s, pid,
+        "a session holding a named lock stays on its connection"
+    );
+    let held: Option<i64> = c
+        .query_first("SELECT IS_USED_LOCK('sy_test') = CONNECTION_ID()")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(held, Some(1));
     c.query_drop(format!("DROP TABLE {t}")).await.unwrap();
 }
@@ -68,19 +89,37 @@ async fn user_variables_and_temp_tables_pin_the_session() {
     let mut c = connect(&p, "strict").await;
     c.query_drop("SET @a := 5").await.unwrap();
     for _ in 0..5 {
-        let (s, a): (u32, i64) = c.query_first("SELECT @@server_id, @a").await.unwrap().unwrap();
+        let (s, a): (u32, i64) = c
+            .query_first("SELECT @@server_id, @a")
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!((s, a), (pid, 5));
     }
     let mut d = connect(&p, "strict").await;
-    d.query_drop("CREATE TEMPORARY TABLE tmp_sy (x INT)").await.unwrap();
-    d.query_drop("INSERT INTO tmp_sy VALUES (1), (2)").await.unwrap();
+    d.query_drop("CREATE TEMPORARY TABLE tmp_sy (x INT)")
+        .await
+        .unwrap();
+    d.query_drop("INSERT INTO tmp_sy VALUES (1), (2)")
+        .await
+        .unwrap();
     for _ in 0..3 {
-        let n: u32 = d.query_first("SELECT COUNT(*) FROM tmp_sy").await.unwrap().unwrap();
+        let n: u32 = d
+            .query_first("SELECT COUNT(*) FROM tmp_sy")
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(n, 2);
     }
     let pins = p.shared.stats.pins.lock().clone();
-    assert!(pins.get("user_variable").copied().unwrap_or(0) >= 1, "{pins:?}");
-    assert!(pins.get("temp_table").copied().unwrap_or(0) >= 1, "{pins:?}");
+    assert!(
+        pins.get("user_variable").copied().unwrap_or(0) >= 1,
+        "{pins:?}"
+    );
+    assert!(
+        pins.get("temp_table").copied().unwrap_or(0) >= 1,
+        "{pins:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -89,21 +128,39 @@ async fn autocommit_off_sends_everything_to_the_primary() {
     let pid = primary_id().await;
     let mut c = connect(&p, "strict").await;
     let t = table("ac");
-    c.query_drop(format!("CREATE TABLE {t} (id INT PRIMARY KEY AUTO_INCREMENT, v INT)")).await.unwrap();
+    c.query_drop(format!(
+        "CREATE TABLE {t} (id INT PRIMARY KEY AUTO_INCREMENT, v INT)"
+    ))
+    .await
+    .unwrap();
     c.query_drop("SET autocommit = 0").await.unwrap();
     let s: u32 = c.query_first("SELECT @@server_id").await.unwrap().unwrap();
     assert_eq!(s, pid);
-    c.query_drop(format!("INSERT INTO {t} (v) VALUES (7)")).await.unwrap();
+    c.query_drop(format!("INSERT INTO {t} (v) VALUES (7)"))
+        .await
+        .unwrap();
     wait_replicated(&t).await;
     // uncommitted: another session must not see it
     let mut other = connect(&p, "strict").await;
-    let n: u32 = other.query_first(format!("SELECT COUNT(*) FROM {t}")).await.unwrap().unwrap();
+    let n: u32 = other
+        .query_first(format!("SELECT COUNT(*) FROM {t}"))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(n, 0, "an open transaction leaked");
     c.query_drop("COMMIT").await.unwrap();
     let ac: i64 = c.query_first("SELECT @@autocommit").await.unwrap().unwrap();
-    assert_eq!(ac, 0, "autocommit=0 is replayed on every connection the session uses");
+    assert_eq!(
+        ac, 0,
+        "autocommit=0 is replayed on every connection the session uses"
+    );
     c.query_drop("SET autocommit = 1").await.unwrap();
-    let n: u32 = direct(PRIMARY).await.query_first(format!("SELECT COUNT(*) FROM {t}")).await.unwrap().unwrap();
+    let n: u32 = direct(PRIMARY)
+        .await
+        .query_first(format!("SELECT COUNT(*) FROM {t}"))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(n, 1, "the committed row is on the primary");
     c.query_drop(format!("DROP TABLE {t}")).await.unwrap();
 }
@@ -113,7 +170,11 @@ async fn last_insert_id_is_right_under_concurrent_load() {
     let p = start(config(|c| c.pool.max_per_user = 4)).await;
     let t = table("lid");
     let mut c = connect(&p, "strict").await;
-    c.query_drop(format!("CREATE TABLE {t} (id INT PRIMARY KEY AUTO_INCREMENT, v INT)")).await.unwrap();
+    c.query_drop(format!(
+        "CREATE TABLE {t} (id INT PRIMARY KEY AUTO_INCREMENT, v INT)"
+    ))
+    .await
+    .unwrap();
     let mut tasks = Vec::new();
     for w in 0..8 {
         let opts = opts(&p, "strict");
@@ -121,9 +182,15 @@ async fn last_insert_id_is_right_under_concurrent_load() {
         tasks.push(tokio::spawn(async move {
             let mut c = mysql_async::Conn::new(opts).await.unwrap();
             for i in 0..40 {
-                c.query_drop(format!("INSERT INTO {t} (v) VALUES ({w})")).await.unwrap();
+                c.query_drop(format!("INSERT INTO {t} (v) VALUES ({w})"))
+                    .await
+                    .unwrap();
                 let want = c.last_insert_id().unwrap();
-                let got: u64 = c.query_first("SELECT LAST_INSERT_ID()").await.unwrap().unwrap();
+                let got: u64 = c
+                    .query_first("SELECT LAST_INSERT_ID()")
+                    .await
+                    .unwrap()
+                    .unwrap();
                 assert_eq!(got, want, "worker {w} insert {i}");
             }
         }));
@@ -139,7 +206,10 @@ async fn multi_statements_and_call_with_several_result_sets() {
     let p = start_default().await;
     let pid = primary_id().await;
     let mut c = connect(&p, "strict").await;
-    let mut r = c.query_iter("SELECT 1; SELECT 2, 3; SELECT @@server_id").await.unwrap();
+    let mut r = c
+        .query_iter("SELECT 1; SELECT 2, 3; SELECT @@server_id")
+        .await
+        .unwrap();
     let a: Vec<u32> = r.collect().await.unwrap();
     let b: Vec<(u32, u32)> = r.collect().await.unwrap();
     let s: Vec<u32> = r.collect().await.unwrap();
@@ -147,7 +217,11 @@ async fn multi_statements_and_call_with_several_result_sets() {
     assert_eq!((a, b), (vec![1], vec![(2, 3)]));
     assert_ne!(s[0], pid, "a batch of plain reads may use a standby");
     let proc_name = format!("p_two_{}", std::process::id());
-    c.query_drop(format!("CREATE PROCEDURE {proc_name}() BEGIN SELECT 1 AS a; SELECT @@server_id AS b; END")).await.unwrap();
+    c.query_drop(format!(
+        "CREATE PROCEDURE {proc_name}() BEGIN SELECT 1 AS a; SELECT @@server_id AS b; END"
+    ))
+    .await
+    .unwrap();
     let mut r = c.query_iter(format!("CALL {proc_name}()")).await.unwrap();
     let a: Vec<u32> = r.collect().await.unwrap();
     let b: Vec<u32> = r.collect().await.unwrap();
@@ -155,15 +229,22 @@ async fn multi_statements_and_call_with_several_result_sets() {
     assert_eq!(a, vec![1]);
     assert_eq!(b, vec![pid], "CALL runs on the primary");
     let after: u32 = c.query_first("SELECT 42").await.unwrap().unwrap();
-    assert_eq!(after, 42, "the connection is in sync after several result sets");
-    c.query_drop(format!("DROP PROCEDURE {proc_name}")).await.unwrap();
+    assert_eq!(
+        after, 42,
+        "the connection is in sync after several result sets"
+    );
+    c.query_drop(format!("DROP PROCEDURE {proc_name}"))
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_variables_follow_the_session_across_connections() {
     let p = start_default().await;
     let mut c = connect(&p, "strict").await;
-    c.query_drop("SET SESSION sql_mode = 'ANSI_QUOTES', time_zone = '+03:00'").await.unwrap();
+    c.query_drop("SET SESSION sql_mode = 'ANSI_QUOTES', time_zone = '+03:00'")
+        .await
+        .unwrap();
     c.query_drop("SET NAMES latin1").await.unwrap();
     for _ in 0..6 {
         let (m, tz, cs): (String, String, String) = c
@@ -171,7 +252,10 @@ async fn session_variables_follow_the_session_across_connections() {
             .await
             .unwrap()
             .unwrap();
-        assert_eq!((m.as_str(), tz.as_str(), cs.as_str()), ("ANSI_QUOTES", "+03:00", "latin1"));
+        assert_eq!(
+            (m.as_str(), tz.as_str(), cs.as_str()),
+            ("ANSI_QUOTES", "+03:00", "latin1")
+        );
     }
     // another client on the same pools must not inherit them
     let mut d = connect(&p, "strict").await;

@@ -85,7 +85,9 @@ impl BackendConn {
         let mut io = PacketStream::new(tcp, p.max_packet);
         let greeting = io.read_packet().await?;
         if greeting.payload.first() == Some(&0xFF) {
-            let e = parse_err(&greeting.payload).map(|e| e.message).unwrap_or_default();
+            let e = parse_err(&greeting.payload)
+                .map(|e| e.message)
+                .unwrap_or_default();
             return Err(BackendError::Connect(p.address.clone(), e));
         }
         let hs = HandshakePacket::deserialize((), &mut ParseBuf(&greeting.payload))
@@ -168,7 +170,10 @@ impl BackendConn {
         payload.extend_from_slice(sql.as_bytes());
         let mut ok = self.simple(&payload).await?;
         // multi-statement SETs answer with one OK each
-        while ok.flags().contains(crate::protocol::StatusFlags::SERVER_MORE_RESULTS_EXISTS) {
+        while ok
+            .flags()
+            .contains(crate::protocol::StatusFlags::SERVER_MORE_RESULTS_EXISTS)
+        {
             let p = self.io.read_packet().await?;
             ok = self.expect_ok(&p.payload)?;
         }
@@ -233,7 +238,8 @@ impl BackendConn {
     fn flush_stmt_closes(&mut self) {
         for id in self.stmts.take_evicted() {
             let b = id.to_le_bytes();
-            self.io.queue(0, &[cmd::COM_STMT_CLOSE, b[0], b[1], b[2], b[3]]);
+            self.io
+                .queue(0, &[cmd::COM_STMT_CLOSE, b[0], b[1], b[2], b[3]]);
         }
     }
 
@@ -274,14 +280,15 @@ async fn finish_auth(
                 };
                 let nonce = body.get(nul + 1..).unwrap_or_default();
                 let nonce = nonce.strip_suffix(&[0]).unwrap_or(nonce);
-                let resp = auth::client_response(plugin, nonce, p.password.as_bytes()).unwrap_or_default();
+                let resp =
+                    auth::client_response(plugin, nonce, p.password.as_bytes()).unwrap_or_default();
                 io.send(r.seq.wrapping_add(1), &resp).await?;
             }
             Some(0x01) if r.payload.get(1) == Some(&auth::FAST_AUTH_SUCCESS) => continue,
             Some(0x01) => {
                 return Err(auth_err(format!(
-                    "{plugin} full authentication needs TLS, which backend connections do not use yet"
-                )))
+                "{plugin} full authentication needs TLS, which backend connections do not use yet"
+            )))
             }
             _ => return Err(auth_err("unexpected packet during authentication".into())),
         }

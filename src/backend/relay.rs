@@ -18,7 +18,10 @@ const FLUSH_AT: usize = 64 * 1024;
 pub enum RelayError {
     /// The backend failed; `client_touched`: bytes of this response already reached the client.
     #[error("backend: {err}")]
-    Backend { err: ProtoError, client_touched: bool },
+    Backend {
+        err: ProtoError,
+        client_touched: bool,
+    },
     /// The client went away; the backend connection is mid-response and must be dropped.
     #[error("client: {0}")]
     Client(ProtoError),
@@ -99,7 +102,10 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Relay<'_, C> {
                 return Ok(());
             }
             self.flush_client().await?;
-            self.backend.read_more().await.map_err(|e| self.backend_err(e))?;
+            self.backend
+                .read_more()
+                .await
+                .map_err(|e| self.backend_err(e))?;
         }
     }
 
@@ -131,9 +137,16 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Relay<'_, C> {
     /// LOCAL INFILE: the client's file packets go to the backend up to an empty packet.
     async fn pump_infile(&mut self) -> Result<(), RelayError> {
         loop {
-            let p = self.client.read_packet().await.map_err(RelayError::Client)?;
+            let p = self
+                .client
+                .read_packet()
+                .await
+                .map_err(RelayError::Client)?;
             self.backend_seq = self.backend.queue(self.backend_seq, &p.payload);
-            self.backend.flush().await.map_err(|e| self.backend_err(e))?;
+            self.backend
+                .flush()
+                .await
+                .map_err(|e| self.backend_err(e))?;
             self.out_seq = p.seq.wrapping_add(1);
             if p.payload.is_empty() {
                 return Ok(());

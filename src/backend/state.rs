@@ -16,7 +16,10 @@ pub enum Charset {
     /// Chosen by collation id in a handshake.
     Collation(u8),
     /// Chosen by SET NAMES / SET CHARACTER SET.
-    Names { charset: String, collation: Option<String> },
+    Names {
+        charset: String,
+        collation: Option<String>,
+    },
 }
 
 impl Charset {
@@ -95,7 +98,10 @@ pub fn sync_plan(want: &ConnState, have: &ConnState) -> SyncPlan {
         multi_statements: want
             .multi_statements
             .filter(|w| have.multi_statements != Some(*w)),
-        init_db: want.schema.clone().filter(|s| have.schema.as_ref() != Some(s)),
+        init_db: want
+            .schema
+            .clone()
+            .filter(|s| have.schema.as_ref() != Some(s)),
         set_sql,
     }
 }

@@ -75,13 +75,21 @@ mod tests {
     use super::*;
 
     fn key(s: &str) -> StmtKey {
-        StmtKey { sql: s.as_bytes().into(), schema: None }
+        StmtKey {
+            sql: s.as_bytes().into(),
+            schema: None,
+        }
     }
 
     #[test]
     fn evicts_least_recently_used_and_reports_it() {
         let mut c = StmtCache::new(2);
-        let st = |id| BackendStmt { id, params: 0, columns: 0, types_sent: false };
+        let st = |id| BackendStmt {
+            id,
+            params: 0,
+            columns: 0,
+            types_sent: false,
+        };
         c.insert(key("a"), st(1));
         c.insert(key("b"), st(2));
         assert!(c.get(&key("a")).is_some());

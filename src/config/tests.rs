@@ -53,7 +53,10 @@ fn bad_values_name_their_key() {
     assert!(e.contains("leader"), "{e}");
     let e = err_of(&GOOD.replace("password = \"app\"", ""));
     assert!(e.contains("users[0].password"), "{e}");
-    let e = err_of(&GOOD.replace("password = \"app\"", "password = \"a\"\npassword_file = \"/x\""));
+    let e = err_of(&GOOD.replace(
+        "password = \"app\"",
+        "password = \"a\"\npassword_file = \"/x\"",
+    ));
     assert!(e.contains("only one"), "{e}");
 }
 
@@ -71,8 +74,14 @@ fn env_and_file_passwords_resolve_and_never_print() {
     let mut c = Config::from_toml(&text).unwrap();
     c.resolve_secrets().unwrap();
     std::fs::remove_file(&dir).ok();
-    assert_eq!(c.users[1].password.password.as_ref().unwrap().expose(), "s3cret");
+    assert_eq!(
+        c.users[1].password.password.as_ref().unwrap().expose(),
+        "s3cret"
+    );
     let shown = format!("{c:?}");
-    assert!(!shown.contains("s3cret") && !shown.contains("\"app\"\n"), "{shown}");
+    assert!(
+        !shown.contains("s3cret") && !shown.contains("\"app\"\n"),
+        "{shown}"
+    );
     assert!(!format!("{:?}", c.users[0]).contains("password: Some(\"app\")"));
 }

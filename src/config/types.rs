@@ -91,19 +91,11 @@ pub enum RoutePolicy {
     Primary,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RoutingConfig {
     /// After a session writes, its reads stay on the primary this long (0: off).
     pub read_your_writes_ms: u64,
-}
-
-impl Default for RoutingConfig {
-    fn default() -> Self {
-        RoutingConfig {
-            read_your_writes_ms: 0,
-        }
-    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

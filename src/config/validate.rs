@@ -32,15 +32,24 @@ impl Config {
 
     fn validate_server(&self) -> Result<(), ConfigError> {
         let s = &self.server;
-        for (key, addr) in [("server.listen", &s.listen), ("server.admin_listen", &s.admin_listen)] {
+        for (key, addr) in [
+            ("server.listen", &s.listen),
+            ("server.admin_listen", &s.admin_listen),
+        ] {
             addr.parse::<SocketAddr>()
                 .map_err(|_| invalid(key, format!("{addr:?} is not an IP:port address")))?;
         }
         if s.max_client_connections == 0 {
-            return Err(invalid("server.max_client_connections", "must be at least 1"));
+            return Err(invalid(
+                "server.max_client_connections",
+                "must be at least 1",
+            ));
         }
         if s.max_packet_bytes < 1024 || s.max_packet_bytes > 1 << 30 {
-            return Err(invalid("server.max_packet_bytes", "must be between 1024 and 1073741824"));
+            return Err(invalid(
+                "server.max_packet_bytes",
+                "must be between 1024 and 1073741824",
+            ));
         }
         if s.handshake_timeout_ms == 0 {
             return Err(invalid("server.handshake_timeout_ms", "must be above 0"));
@@ -51,12 +60,36 @@ impl Config {
     fn validate_pool(&self) -> Result<(), ConfigError> {
         let p = &self.pool;
         let checks = [
-            ("pool.max_per_user", p.max_per_user == 0, "must be at least 1"),
-            ("pool.max_per_backend", p.max_per_backend == 0, "must be at least 1"),
-            ("pool.min_idle", p.min_idle > p.max_per_user, "must not exceed pool.max_per_user"),
-            ("pool.lease_timeout_ms", p.lease_timeout_ms == 0, "must be above 0"),
-            ("pool.connect_timeout_ms", p.connect_timeout_ms == 0, "must be above 0"),
-            ("pool.statement_cache", p.statement_cache == 0, "must be at least 1"),
+            (
+                "pool.max_per_user",
+                p.max_per_user == 0,
+                "must be at least 1",
+            ),
+            (
+                "pool.max_per_backend",
+                p.max_per_backend == 0,
+                "must be at least 1",
+            ),
+            (
+                "pool.min_idle",
+                p.min_idle > p.max_per_user,
+                "must not exceed pool.max_per_user",
+            ),
+            (
+                "pool.lease_timeout_ms",
+                p.lease_timeout_ms == 0,
+                "must be above 0",
+            ),
+            (
+                "pool.connect_timeout_ms",
+                p.connect_timeout_ms == 0,
+                "must be above 0",
+            ),
+            (
+                "pool.statement_cache",
+                p.statement_cache == 0,
+                "must be at least 1",
+            ),
         ];
         match checks.iter().find(|c| c.1) {
             Some((key, _, problem)) => Err(invalid(*key, *problem)),
@@ -66,7 +99,10 @@ impl Config {
 
     fn validate_backends(&self) -> Result<(), ConfigError> {
         if self.backends.is_empty() {
-            return Err(invalid("backends", "at least one [[backends]] entry is required"));
+            return Err(invalid(
+                "backends",
+                "at least one [[backends]] entry is required",
+            ));
         }
         let mut names = HashSet::new();
         for (i, b) in self.backends.iter().enumerate() {
@@ -75,7 +111,10 @@ impl Config {
                 return Err(invalid(format!("{key}.name"), "must not be empty"));
             }
             if !names.insert(&b.name) {
-                return Err(invalid(format!("{key}.name"), format!("{:?} is used twice", b.name)));
+                return Err(invalid(
+                    format!("{key}.name"),
+                    format!("{:?} is used twice", b.name),
+                ));
             }
             if b.host.is_empty() {
                 return Err(invalid(format!("{key}.host"), "must not be empty"));
@@ -84,9 +123,16 @@ impl Config {
                 return Err(invalid(format!("{key}.port"), "must not be 0"));
             }
         }
-        let primaries = self.backends.iter().filter(|b| b.role == Role::Primary).count();
+        let primaries = self
+            .backends
+            .iter()
+            .filter(|b| b.role == Role::Primary)
+            .count();
         if primaries > 1 {
-            return Err(invalid("backends", "more than one backend has role = \"primary\""));
+            return Err(invalid(
+                "backends",
+                "more than one backend has role = \"primary\"",
+            ));
         }
         Ok(())
     }
@@ -102,16 +148,23 @@ impl Config {
                 return Err(invalid(format!("{key}.name"), "must not be empty"));
             }
             if !names.insert(&u.name) {
-                return Err(invalid(format!("{key}.name"), format!("{:?} is used twice", u.name)));
+                return Err(invalid(
+                    format!("{key}.name"),
+                    format!("{:?} is used twice", u.name),
+                ));
             }
             check_source(&key, &u.password, true)?;
         }
         check_source("health", &self.health.password, false)?;
-        if !self.health.user.is_empty() && self.health.password.password.is_none()
+        if !self.health.user.is_empty()
+            && self.health.password.password.is_none()
             && self.health.password.password_env.is_none()
             && self.health.password.password_file.is_none()
         {
-            return Err(invalid("health.password", "health.user is set but no password source is"));
+            return Err(invalid(
+                "health.password",
+                "health.user is set but no password source is",
+            ));
         }
         Ok(())
     }
@@ -129,10 +182,14 @@ impl Config {
 }
 
 fn check_source(key: &str, p: &PasswordSource, required: bool) -> Result<(), ConfigError> {
-    let n = [p.password.is_some(), p.password_env.is_some(), p.password_file.is_some()]
-        .iter()
-        .filter(|x| **x)
-        .count();
+    let n = [
+        p.password.is_some(),
+        p.password_env.is_some(),
+        p.password_file.is_some(),
+    ]
+    .iter()
+    .filter(|x| **x)
+    .count();
     match n {
         0 if required => Err(invalid(
             format!("{key}.password"),
@@ -149,12 +206,18 @@ fn check_source(key: &str, p: &PasswordSource, required: bool) -> Result<(), Con
 fn resolve(key: &str, p: &mut PasswordSource) -> Result<(), ConfigError> {
     if let Some(var) = p.password_env.take() {
         let v = std::env::var(&var).map_err(|_| {
-            invalid(format!("{key}.password_env"), format!("environment variable {var} is not set"))
+            invalid(
+                format!("{key}.password_env"),
+                format!("environment variable {var} is not set"),
+            )
         })?;
         p.password = Some(Secret::new(v));
     } else if let Some(path) = p.password_file.take() {
         let v = std::fs::read_to_string(&path).map_err(|e| {
-            invalid(format!("{key}.password_file"), format!("cannot read {path}: {e}"))
+            invalid(
+                format!("{key}.password_file"),
+                format!("cannot read {path}: {e}"),
+            )
         })?;
         p.password = Some(Secret::new(v.trim_end_matches(['\n', '\r'])));
     }

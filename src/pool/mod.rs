@@ -70,7 +70,13 @@ pub struct UserPool {
 
 impl NodePools {
     /// `users`: (name, password) of every configured user.
-    pub fn new(name: &str, address: &str, users: &[(String, String)], limits: &PoolLimits, base: &ConnectParams) -> Self {
+    pub fn new(
+        name: &str,
+        address: &str,
+        users: &[(String, String)],
+        limits: &PoolLimits,
+        base: &ConnectParams,
+    ) -> Self {
         let users = users
             .iter()
             .map(|(u, pw)| {
@@ -174,9 +180,19 @@ impl NodePools {
     }
 
     async fn wait_slots(&self, pool: &UserPool) -> (OwnedSemaphorePermit, OwnedSemaphorePermit) {
-        let u = pool.slots.clone().acquire_owned().await.expect("semaphore never closed");
+        let u = pool
+            .slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("semaphore never closed");
         self.evict_one_idle(&pool.user);
-        let b = self.backend_slots.clone().acquire_owned().await.expect("semaphore never closed");
+        let b = self
+            .backend_slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("semaphore never closed");
         (u, b)
     }
 
@@ -207,7 +223,10 @@ impl NodePools {
     }
 
     pub fn in_use_count(&self) -> usize {
-        self.users.values().map(|p| p.stats.in_use.load(Ordering::Relaxed)).sum()
+        self.users
+            .values()
+            .map(|p| p.stats.in_use.load(Ordering::Relaxed))
+            .sum()
     }
 }
 
@@ -222,7 +241,10 @@ impl UserPool {
         }
     }
 
-    async fn open(&self, (u, b): (OwnedSemaphorePermit, OwnedSemaphorePermit)) -> Result<Pooled, PoolError> {
+    async fn open(
+        &self,
+        (u, b): (OwnedSemaphorePermit, OwnedSemaphorePermit),
+    ) -> Result<Pooled, PoolError> {
         let conn = BackendConn::connect(&self.params).await?;
         self.stats.opened.fetch_add(1, Ordering::Relaxed);
         Ok(Pooled {

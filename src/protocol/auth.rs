@@ -76,7 +76,10 @@ mod tests {
         assert_eq!(resp.len(), 32);
         assert!(verify(CACHING_SHA2, &nonce, b"pw", &resp));
         assert!(!verify(NATIVE, &nonce, b"pw", &resp), "plugins do not mix");
-        assert!(verify(NATIVE, &nonce, b"", &[]), "empty password, empty answer");
+        assert!(
+            verify(NATIVE, &nonce, b"", &[]),
+            "empty password, empty answer"
+        );
         assert!(!verify(NATIVE, &nonce, b"", &[1]));
         assert!(!verify("mysql_clear_password", &nonce, b"pw", b"pw"));
     }

@@ -100,11 +100,15 @@ pub struct ChangeUser {
 /// Parses a COM_CHANGE_USER payload (command byte included).
 pub fn parse_change_user(payload: &[u8], caps: CapabilityFlags) -> Result<ChangeUser, ProtoError> {
     let bad = ProtoError::Malformed("COM_CHANGE_USER");
-    let mut rest = payload.get(1..).ok_or(ProtoError::Malformed("COM_CHANGE_USER"))?;
+    let mut rest = payload
+        .get(1..)
+        .ok_or(ProtoError::Malformed("COM_CHANGE_USER"))?;
     let user = take_nul(&mut rest).ok_or(ProtoError::Malformed("COM_CHANGE_USER user"))?;
     let auth_response = if caps.contains(CapabilityFlags::CLIENT_SECURE_CONNECTION) {
         let n = usize::from(*rest.first().ok_or(bad)?);
-        let a = rest.get(1..1 + n).ok_or(ProtoError::Malformed("COM_CHANGE_USER auth"))?;
+        let a = rest
+            .get(1..1 + n)
+            .ok_or(ProtoError::Malformed("COM_CHANGE_USER auth"))?;
         rest = &rest[1 + n..];
         a.to_vec()
     } else {
@@ -150,7 +154,10 @@ mod tests {
         assert_eq!(p.nonce(), scramble.to_vec());
         assert_eq!(p.server_version_ref(), b"10.11.6-MariaDB");
         assert_eq!(p.capabilities(), client_capabilities());
-        assert_eq!(p.auth_plugin().map(|a| a.as_bytes().to_vec()), Some(b"mysql_native_password".to_vec()));
+        assert_eq!(
+            p.auth_plugin().map(|a| a.as_bytes().to_vec()),
+            Some(b"mysql_native_password".to_vec())
+        );
     }
 
     #[test]
@@ -173,7 +180,10 @@ mod tests {
         assert_eq!(h.database.as_deref(), Some("sbtest"));
         assert_eq!(h.auth_response, vec![1u8; 20]);
         assert_eq!(h.plugin.as_deref(), Some(auth::NATIVE));
-        assert_eq!(h.attributes.get("_client_name").map(String::as_str), Some("t"));
+        assert_eq!(
+            h.attributes.get("_client_name").map(String::as_str),
+            Some("t")
+        );
         assert!(!is_ssl_request(&buf));
     }
 

@@ -94,7 +94,10 @@ pub fn parse_err(payload: &[u8]) -> Option<ErrInfo> {
     let code = u16::from_le_bytes([*payload.get(1)?, *payload.get(2)?]);
     let (state, msg) = if payload.get(3) == Some(&b'#') {
         let s = payload.get(4..9)?;
-        ([s[0], s[1], s[2], s[3], s[4]], payload.get(9..).unwrap_or_default())
+        (
+            [s[0], s[1], s[2], s[3], s[4]],
+            payload.get(9..).unwrap_or_default(),
+        )
     } else {
         (*b"HY000", payload.get(3..).unwrap_or_default())
     };
@@ -151,7 +154,16 @@ mod tests {
 
     #[test]
     fn lenenc_round_trips_every_width() {
-        for v in [0u64, 250, 251, 0xFFFF, 0x1_0000, 0xFF_FFFF, 0x100_0000, u64::MAX] {
+        for v in [
+            0u64,
+            250,
+            251,
+            0xFFFF,
+            0x1_0000,
+            0xFF_FFFF,
+            0x100_0000,
+            u64::MAX,
+        ] {
             let mut out = Vec::new();
             write_lenenc(&mut out, v);
             assert_eq!(read_lenenc(&out), Some((v, out.len())), "value {v}");
@@ -178,7 +190,10 @@ mod tests {
     fn err_round_trips() {
         let p = err_payload(1045, b"28000", "Access denied");
         let e = parse_err(&p).unwrap();
-        assert_eq!((e.code, &e.state, e.message.as_str()), (1045, b"28000", "Access denied"));
+        assert_eq!(
+            (e.code, &e.state, e.message.as_str()),
+            (1045, b"28000", "Access denied")
+        );
         assert_eq!(parse_err(&[0x00]), None);
     }
 }

@@ -67,7 +67,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
         while self.rbuf.len() < need {
             let n = if self.exact {
                 let want = (need - self.rbuf.len()) as u64;
-                (&mut self.stream).take(want).read_buf(&mut self.rbuf).await?
+                (&mut self.stream)
+                    .take(want)
+                    .read_buf(&mut self.rbuf)
+                    .await?
             } else {
                 self.rbuf.reserve(READ_CHUNK.max(need - self.rbuf.len()));
                 self.stream.read_buf(&mut self.rbuf).await?
@@ -109,7 +112,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
                 }
             };
             if len < MAX_WIRE_PAYLOAD {
-                return Ok(Packet { seq, payload: joined });
+                return Ok(Packet {
+                    seq,
+                    payload: joined,
+                });
             }
             payload = Some(joined);
         }
@@ -183,7 +189,10 @@ mod tests {
         let (mut a, b) = tokio::io::duplex(4096);
         a.write_all(&wire).await.unwrap();
         let mut ps = PacketStream::new(b, 50);
-        assert!(matches!(ps.read_packet().await, Err(ProtoError::TooLarge(100, 50))));
+        assert!(matches!(
+            ps.read_packet().await,
+            Err(ProtoError::TooLarge(100, 50))
+        ));
     }
 
     #[tokio::test]

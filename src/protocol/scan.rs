@@ -124,7 +124,11 @@ impl Scanner {
         match self.phase {
             Phase::First => self.first(len, head),
             Phase::Columns(n) => {
-                self.phase = if n > 1 { Phase::Columns(n - 1) } else { self.after_columns() };
+                self.phase = if n > 1 {
+                    Phase::Columns(n - 1)
+                } else {
+                    self.after_columns()
+                };
                 FWD
             }
             Phase::AfterColumns => self.after_column_defs(len, head),

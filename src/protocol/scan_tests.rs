@@ -25,7 +25,14 @@ fn run(kind: ResponseKind, classic: bool, packets: &[Vec<u8>]) -> (Vec<Vec<u8>>,
 }
 
 fn ok(header: u8, status: u16) -> Vec<u8> {
-    ok_payload_with(header, &OkInfo { status, warnings: 1, ..OkInfo::default() })
+    ok_payload_with(
+        header,
+        &OkInfo {
+            status,
+            warnings: 1,
+            ..OkInfo::default()
+        },
+    )
 }
 
 fn coldef(name: &str) -> Vec<u8> {
@@ -44,13 +51,23 @@ fn simple_ok_ends() {
 
 #[test]
 fn result_set_classic_client_gets_eofs() {
-    let pk = vec![vec![2], coldef("a"), coldef("b"), vec![1, b'x', 1, b'y'], ok(0xFE, 0x22)];
+    let pk = vec![
+        vec![2],
+        coldef("a"),
+        coldef("b"),
+        vec![1, b'x', 1, b'y'],
+        ok(0xFE, 0x22),
+    ];
     let (out, done, s) = run(ResponseKind::Results, true, &pk);
     assert!(done);
     assert_eq!(out.len(), 6, "EOF inserted after the columns");
     assert_eq!(out[3][0], 0xFE);
     assert_eq!(out[3].len(), 5);
-    assert_eq!(out[5], vec![0xFE, 1, 0, 0x22, 0], "final OK became an EOF with its flags");
+    assert_eq!(
+        out[5],
+        vec![0xFE, 1, 0, 0x22, 0],
+        "final OK became an EOF with its flags"
+    );
     assert_eq!(s.summary.status, Some(0x22));
 }
 
@@ -75,9 +92,14 @@ fn empty_result_classic_gets_two_eofs() {
 fn more_results_continue_until_last() {
     let more = StatusFlags::SERVER_MORE_RESULTS_EXISTS.bits() | 2;
     let pk = vec![
-        vec![1], coldef("a"), vec![1, b'1'], ok(0xFE, more),
+        vec![1],
+        coldef("a"),
+        vec![1, b'1'],
+        ok(0xFE, more),
         ok(0, more),
-        vec![1], coldef("b"), ok(0xFE, 2),
+        vec![1],
+        coldef("b"),
+        ok(0xFE, 2),
     ];
     let (out, done, s) = run(ResponseKind::Results, false, &pk);
     assert!(done);
@@ -87,7 +109,12 @@ fn more_results_continue_until_last() {
 
 #[test]
 fn error_mid_rows_ends_and_is_reported() {
-    let pk = vec![vec![1], coldef("a"), vec![1, b'1'], err_payload(1317, b"70100", "interrupted")];
+    let pk = vec![
+        vec![1],
+        coldef("a"),
+        vec![1, b'1'],
+        err_payload(1317, b"70100", "interrupted"),
+    ];
     let (out, done, s) = run(ResponseKind::Results, true, &pk);
     assert!(done);
     assert_eq!(out.len(), 5);

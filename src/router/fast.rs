@@ -86,9 +86,18 @@ pub(crate) fn is_dolt_function(w: &[u8]) -> bool {
 /// Keywords that can turn a SELECT into a locking read, a write or a side effect.
 fn is_read_keyword(w: &[u8]) -> bool {
     const WORDS: [&[u8]; 8] = [
-        b"FOR", b"LOCK", b"INTO", b"UPDATE", b"DELETE", b"INSERT", b"REPLACE", b"SQL_CALC_FOUND_ROWS",
+        b"FOR",
+        b"LOCK",
+        b"INTO",
+        b"UPDATE",
+        b"DELETE",
+        b"INSERT",
+        b"REPLACE",
+        b"SQL_CALC_FOUND_ROWS",
     ];
-    WORDS.iter().any(|k| k.len() == w.len() && k.eq_ignore_ascii_case(w))
+    WORDS
+        .iter()
+        .any(|k| k.len() == w.len() && k.eq_ignore_ascii_case(w))
 }
 
 /// Functions with side effects or that read the previous statement's connection.
@@ -106,7 +115,9 @@ pub(crate) fn is_function_word(w: &[u8]) -> bool {
         b"SETVAL",
         b"LASTVAL",
     ];
-    WORDS.iter().any(|k| k.len() == w.len() && k.eq_ignore_ascii_case(w))
+    WORDS
+        .iter()
+        .any(|k| k.len() == w.len() && k.eq_ignore_ascii_case(w))
 }
 
 /// Whether a function name ending at `after` may be called: `(` follows, or something that may

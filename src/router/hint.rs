@@ -29,7 +29,9 @@ pub fn parse(sql: &[u8]) -> (Option<Hint>, usize) {
             }
             let end = find_comment_end(sql, pos + 2);
             (pos + 2, end)
-        } else if rest.starts_with(b"#") || (rest.starts_with(b"--") && rest.get(2).is_none_or(|&b| b <= b' ')) {
+        } else if rest.starts_with(b"#")
+            || (rest.starts_with(b"--") && rest.get(2).is_none_or(|&b| b <= b' '))
+        {
             let end = memchr(b'\n', sql, pos).unwrap_or(sql.len());
             (pos + 1, end)
         } else {
@@ -48,7 +50,10 @@ fn hint_in(body: &[u8]) -> Option<Hint> {
     const KEY: &[u8] = b"switchyard";
     let mut from = 0;
     while from + KEY.len() <= body.len() {
-        let at = body[from..].windows(KEY.len()).position(|w| w.eq_ignore_ascii_case(KEY))? + from;
+        let at = body[from..]
+            .windows(KEY.len())
+            .position(|w| w.eq_ignore_ascii_case(KEY))?
+            + from;
         from = at + KEY.len();
         if at > 0 && is_ident(body[at - 1]) {
             continue;

@@ -60,7 +60,9 @@ fn exec_comment(sql: &[u8], off: usize) -> Classified {
     let mariadb_only = exec_prefix_len(&sql[off..]) == 4;
     match toks.first() {
         Some(t) if t.is_kw(sql, "SET") && !mariadb_only => set::classify(sql, &toks[1..]),
-        Some(t) if t.is_kw(sql, "SET") || t.is_kw(sql, "USE") => Classified::primary(false).pin(PinReason::UnknownSet),
+        Some(t) if t.is_kw(sql, "SET") || t.is_kw(sql, "USE") => {
+            Classified::primary(false).pin(PinReason::UnknownSet)
+        }
         _ => Classified::primary(false),
     }
 }
@@ -76,7 +78,10 @@ fn word(sql: &[u8], t: Option<Token>) -> Vec<u8> {
 fn show(sql: &[u8], after: usize) -> Classified {
     let mut lx = Lexer::new(sql, after);
     let mut w = word(sql, lx.next());
-    while matches!(w.as_slice(), b"FULL" | b"GLOBAL" | b"SESSION" | b"LOCAL" | b"EXTENDED") {
+    while matches!(
+        w.as_slice(),
+        b"FULL" | b"GLOBAL" | b"SESSION" | b"LOCAL" | b"EXTENDED"
+    ) {
         w = word(sql, lx.next());
     }
     match w.as_slice() {
@@ -85,8 +90,8 @@ fn show(sql: &[u8], after: usize) -> Classified {
             c.st.same_connection = true;
             c
         }
-        b"MASTER" | b"SLAVE" | b"REPLICA" | b"REPLICAS" | b"BINLOG" | b"BINARY" | b"RELAYLOG" | b"PROCESSLIST"
-        | b"STATUS" | b"PROFILE" | b"PROFILES" | b"" => Classified::primary(true),
+        b"MASTER" | b"SLAVE" | b"REPLICA" | b"REPLICAS" | b"BINLOG" | b"BINARY" | b"RELAYLOG"
+        | b"PROCESSLIST" | b"STATUS" | b"PROFILE" | b"PROFILES" | b"" => Classified::primary(true),
         _ => Classified::standby(),
     }
 }
@@ -107,10 +112,14 @@ fn explain(sql: &[u8], after: usize) -> Classified {
                 lx.next();
                 lx.next();
             }
-            b"SELECT" | b"WITH" | b"TABLE" | b"VALUES" => return explained(classify_one(sql, t.start), analyze),
+            b"SELECT" | b"WITH" | b"TABLE" | b"VALUES" => {
+                return explained(classify_one(sql, t.start), analyze)
+            }
             _ if t.is_punct(b'(') => return explained(classify_one(sql, t.start), analyze),
             b"INTO" => return Classified::primary(false).pin(PinReason::UserVariable),
-            b"INSERT" | b"UPDATE" | b"DELETE" | b"REPLACE" | b"FOR" => return Classified::primary(false),
+            b"INSERT" | b"UPDATE" | b"DELETE" | b"REPLACE" | b"FOR" => {
+                return Classified::primary(false)
+            }
             _ => return Classified::standby(),
         }
     }
@@ -131,11 +140,16 @@ fn explained(inner: Classified, analyze: bool) -> Classified {
 /// `USE db`, ``USE `db/branch` ``, `USE db/branch`.
 fn use_schema(sql: &[u8], after: usize) -> Classified {
     let mut lx = Lexer::new(sql, after);
-    let Some(t) = lx.next() else { return Classified::primary(false) };
+    let Some(t) = lx.next() else {
+        return Classified::primary(false);
+    };
     let (name, end) = match t.kind {
         Tk::QIdent if !lx.saw_exec => (unquote(&t, sql), t.end),
         Tk::Word | Tk::Num if !lx.saw_exec => {
-            let len = sql[t.start..].iter().position(|&b| is_space(b) || b == b';').unwrap_or(sql.len() - t.start);
+            let len = sql[t.start..]
+                .iter()
+                .position(|&b| is_space(b) || b == b';')
+                .unwrap_or(sql.len() - t.start);
             (sql[t.start..t.start + len].to_vec(), t.start + len)
         }
         _ => return Classified::primary(false).pin(PinReason::UnknownSet),
@@ -158,10 +172,15 @@ fn transaction(sql: &[u8], after: usize, kw: &[u8]) -> Classified {
     let (toks, _) = tokens(sql, after);
     let w = |i: usize| word(sql, toks.get(i).copied());
     match kw {
-        b"BEGIN" => c.st.begins_transaction = toks.first().is_none_or(|t| t.is_punct(b';')) || w(0) == b"WORK",
+        b"BEGIN" => {
+            c.st.begins_transaction =
+                toks.first().is_none_or(|t| t.is_punct(b';')) || w(0) == b"WORK"
+        }
         b"START" => c.st.begins_transaction = w(0) == b"TRANSACTION",
         b"COMMIT" | b"ROLLBACK" => {
-            c.st.begins_transaction = toks.windows(2).any(|p| p[0].is_kw(sql, "AND") && p[1].is_kw(sql, "CHAIN"));
+            c.st.begins_transaction = toks
+                .windows(2)
+                .any(|p| p[0].is_kw(sql, "AND") && p[1].is_kw(sql, "CHAIN"));
         }
         _ => match w(0).as_slice() {
             b"START" | b"BEGIN" => {
@@ -196,7 +215,8 @@ fn create(sql: &[u8], after: usize) -> Classified {
 fn flush(sql: &[u8], after: usize) -> Classified {
     let (toks, _) = tokens(sql, after);
     let locks = toks.windows(2).any(|p| {
-        (p[0].is_kw(sql, "READ") && p[1].is_kw(sql, "LOCK")) || (p[0].is_kw(sql, "FOR") && p[1].is_kw(sql, "EXPORT"))
+        (p[0].is_kw(sql, "READ") && p[1].is_kw(sql, "LOCK"))
+            || (p[0].is_kw(sql, "FOR") && p[1].is_kw(sql, "EXPORT"))
     });
     let c = Classified::primary(false);
     if locks {
@@ -213,7 +233,9 @@ fn kill(sql: &[u8], after: usize) -> Classified {
     let skip = usize::from(query_only || toks.first().is_some_and(|t| t.is_kw(sql, "CONNECTION")));
     let mut c = Classified::primary(false);
     let id = match toks.get(skip) {
-        Some(t) if t.kind == Tk::Num => std::str::from_utf8(t.text(sql)).ok().and_then(|s| s.parse::<u64>().ok()),
+        Some(t) if t.kind == Tk::Num => std::str::from_utf8(t.text(sql))
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok()),
         _ => None,
     };
     let clean_tail = toks.iter().skip(skip + 1).all(|t| t.is_punct(b';'));

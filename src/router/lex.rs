@@ -68,7 +68,12 @@ pub(crate) struct Lexer<'a> {
 
 impl<'a> Lexer<'a> {
     pub fn new(s: &'a [u8], pos: usize) -> Self {
-        Lexer { s, pos, in_exec: false, saw_exec: false }
+        Lexer {
+            s,
+            pos,
+            in_exec: false,
+            saw_exec: false,
+        }
     }
 
     fn at(&self, i: usize) -> u8 {
@@ -87,7 +92,9 @@ impl<'a> Lexer<'a> {
             } else if self.in_exec && b == b'*' && self.at(self.pos + 1) == b'/' {
                 self.in_exec = false;
                 self.pos += 2;
-            } else if b == b'#' || (b == b'-' && self.at(self.pos + 1) == b'-' && self.at(self.pos + 2) <= b' ') {
+            } else if b == b'#'
+                || (b == b'-' && self.at(self.pos + 1) == b'-' && self.at(self.pos + 2) <= b' ')
+            {
                 self.pos = memchr(b'\n', self.s, self.pos).unwrap_or(self.s.len());
             } else if b == b'/' && self.at(self.pos + 1) == b'*' {
                 let exec = exec_prefix_len(&self.s[self.pos..]);
@@ -190,7 +197,11 @@ impl Iterator for Lexer<'_> {
                 Tk::Punct(b)
             }
         };
-        Some(Token { kind, start, end: self.pos })
+        Some(Token {
+            kind,
+            start,
+            end: self.pos,
+        })
     }
 }
 
@@ -198,7 +209,8 @@ impl Iterator for Lexer<'_> {
 pub(crate) fn exec_prefix_len(s: &[u8]) -> usize {
     if s.starts_with(b"/*!") {
         3
-    } else if s.len() >= 4 && s.starts_with(b"/*") && (s[2] == b'M' || s[2] == b'm') && s[3] == b'!' {
+    } else if s.len() >= 4 && s.starts_with(b"/*") && (s[2] == b'M' || s[2] == b'm') && s[3] == b'!'
+    {
         4
     } else {
         0
@@ -218,7 +230,10 @@ pub(crate) fn find_comment_end(s: &[u8], from: usize) -> usize {
 }
 
 pub(crate) fn memchr(needle: u8, s: &[u8], from: usize) -> Option<usize> {
-    s.get(from..)?.iter().position(|&b| b == needle).map(|p| p + from)
+    s.get(from..)?
+        .iter()
+        .position(|&b| b == needle)
+        .map(|p| p + from)
 }
 
 /// All tokens of `s` from `pos`, and whether an executable comment was seen.
@@ -236,7 +251,11 @@ pub(crate) fn unquote(tok: &Token, s: &[u8]) -> Vec<u8> {
         (Tk::QIdent | Tk::Str, Some(&q)) => q,
         _ => return t.to_vec(),
     };
-    let body = if t.len() >= 2 && t[t.len() - 1] == q { &t[1..t.len() - 1] } else { &t[1..] };
+    let body = if t.len() >= 2 && t[t.len() - 1] == q {
+        &t[1..t.len() - 1]
+    } else {
+        &t[1..]
+    };
     let mut out = Vec::with_capacity(body.len());
     let mut i = 0;
     while i < body.len() {

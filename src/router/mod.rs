@@ -83,13 +83,19 @@ pub enum SessionChange {
     /// `USE db`, ``USE `db/branch` ``, `USE db/branch`.
     UseSchema(String),
     /// `SET NAMES cs [COLLATE coll]`; `SET CHARACTER SET cs` (charset only). Lower-cased.
-    SetNames { charset: String, collation: Option<String> },
+    SetNames {
+        charset: String,
+        collation: Option<String>,
+    },
     /// A known session variable set to a literal: `name` lower-cased without scope, `value` the
     /// SQL text to replay as `SET SESSION name = value` (`'ANSI'`, `0`, `DEFAULT`).
     SetVar { name: String, value: String },
     /// `SET SESSION TRANSACTION ...`, to replay as `SET SESSION TRANSACTION ISOLATION LEVEL
     /// {isolation}, READ ONLY|READ WRITE`. `isolation` is SQL text, e.g. `READ COMMITTED`.
-    SetTransaction { isolation: Option<String>, read_only: Option<bool> },
+    SetTransaction {
+        isolation: Option<String>,
+        read_only: Option<bool>,
+    },
 }
 
 /// `KILL [CONNECTION|QUERY] id`.
@@ -133,11 +139,20 @@ pub(crate) struct Classified {
 
 impl Classified {
     pub fn standby() -> Self {
-        Classified { st: Statement { target: Target::Standby, ..Statement::default() }, read: true }
+        Classified {
+            st: Statement {
+                target: Target::Standby,
+                ..Statement::default()
+            },
+            read: true,
+        }
     }
 
     pub fn primary(read: bool) -> Self {
-        Classified { st: Statement::default(), read }
+        Classified {
+            st: Statement::default(),
+            read,
+        }
     }
 
     fn pin(mut self, r: PinReason) -> Self {

@@ -90,7 +90,10 @@ struct Acc {
 pub(crate) fn classify(sql: &[u8], toks: &[Token]) -> Classified {
     let mut c = Classified::primary(false);
     let Some(first) = toks.first() else { return c };
-    if ["PASSWORD", "DEFAULT", "RESOURCE", "STATEMENT"].iter().any(|k| first.is_kw(sql, k)) {
+    if ["PASSWORD", "DEFAULT", "RESOURCE", "STATEMENT"]
+        .iter()
+        .any(|k| first.is_kw(sql, k))
+    {
         return c;
     }
     if first.is_kw(sql, "ROLE") {
@@ -117,7 +120,8 @@ pub(crate) fn classify(sql: &[u8], toks: &[Token]) -> Classified {
     if toks[i.min(toks.len())..].iter().any(|t| !t.is_punct(b';')) {
         acc.pins.push(PinReason::UnknownSet);
     }
-    c.st.is_set_only = !acc.global && acc.pins.is_empty() && acc.unpins.is_empty() && !acc.changes.is_empty();
+    c.st.is_set_only =
+        !acc.global && acc.pins.is_empty() && acc.unpins.is_empty() && !acc.changes.is_empty();
     c.st.pins = acc.pins;
     c.st.unpins = acc.unpins;
     c.st.changes = acc.changes;
@@ -126,10 +130,15 @@ pub(crate) fn classify(sql: &[u8], toks: &[Token]) -> Classified {
 
 /// A scope keyword at `i`: the scope and the index after it.
 fn scope_kw(sql: &[u8], toks: &[Token], i: usize) -> (Option<Scope>, usize) {
-    let Some(t) = toks.get(i) else { return (None, i) };
+    let Some(t) = toks.get(i) else {
+        return (None, i);
+    };
     if t.is_kw(sql, "SESSION") || t.is_kw(sql, "LOCAL") {
         (Some(Scope::Session), i + 1)
-    } else if ["GLOBAL", "PERSIST", "PERSIST_ONLY"].iter().any(|k| t.is_kw(sql, k)) {
+    } else if ["GLOBAL", "PERSIST", "PERSIST_ONLY"]
+        .iter()
+        .any(|k| t.is_kw(sql, k))
+    {
         (Some(Scope::Global), i + 1)
     } else {
         (None, i)
@@ -161,7 +170,9 @@ fn element(sql: &[u8], el: &[Token], acc: &mut Acc) {
         return;
     };
     let rest = &el[i..];
-    if kw_scope.is_none() && (t.is_kw(sql, "NAMES") || t.is_kw(sql, "CHARSET") || t.is_kw(sql, "CHARACTER")) {
+    if kw_scope.is_none()
+        && (t.is_kw(sql, "NAMES") || t.is_kw(sql, "CHARSET") || t.is_kw(sql, "CHARACTER"))
+    {
         match names(sql, rest) {
             Some(change) => acc.changes.push(change),
             None => acc.pins.push(PinReason::UnknownSet),
@@ -196,7 +207,9 @@ fn element(sql: &[u8], el: &[Token], acc: &mut Acc) {
 
 /// `= value` or `:= value` for the system variable `name`.
 fn assign(sql: &[u8], rest: &[Token], scope: Scope, name: &str, acc: &mut Acc) {
-    let op_ok = rest.first().is_some_and(|t| t.is_punct(b'=') || t.kind == Tk::Assign);
+    let op_ok = rest
+        .first()
+        .is_some_and(|t| t.is_punct(b'=') || t.kind == Tk::Assign);
     if !op_ok {
         acc.pins.push(PinReason::UnknownSet);
         return;
@@ -214,7 +227,10 @@ fn assign(sql: &[u8], rest: &[Token], scope: Scope, name: &str, acc: &mut Acc) {
         return;
     }
     match literal(sql, value, BOOLEAN.contains(&name)) {
-        Some(v) if KNOWN.contains(&name) => acc.changes.push(SessionChange::SetVar { name: name.to_string(), value: v }),
+        Some(v) if KNOWN.contains(&name) => acc.changes.push(SessionChange::SetVar {
+            name: name.to_string(),
+            value: v,
+        }),
         _ => acc.pins.push(PinReason::UnknownSet),
     }
 }
@@ -241,7 +257,11 @@ fn lower(b: &[u8]) -> String {
 fn literal(sql: &[u8], value: &[Token], boolean: bool) -> Option<String> {
     let (first, last) = match value {
         [t] if matches!(t.kind, Tk::Num | Tk::Str | Tk::Word) => (t, t),
-        [sign, n] if (sign.is_punct(b'-') || sign.is_punct(b'+')) && n.kind == Tk::Num && sign.end == n.start => {
+        [sign, n]
+            if (sign.is_punct(b'-') || sign.is_punct(b'+'))
+                && n.kind == Tk::Num
+                && sign.end == n.start =>
+        {
             (sign, n)
         }
         [intro, s] if intro.kind == Tk::Word && s.kind == Tk::Str && intro.end == s.start => {
@@ -304,7 +324,10 @@ fn transaction(sql: &[u8], toks: &[Token], scope: Option<Scope>) -> Classified {
         Some(Scope::Global) => {}
         Some(Scope::Session) => match characteristics(sql, toks) {
             Some((isolation, read_only)) => {
-                c.st.changes.push(SessionChange::SetTransaction { isolation, read_only });
+                c.st.changes.push(SessionChange::SetTransaction {
+                    isolation,
+                    read_only,
+                });
                 c.st.is_set_only = true;
             }
             None => c.st.pins.push(PinReason::UnknownSet),
@@ -315,7 +338,10 @@ fn transaction(sql: &[u8], toks: &[Token], scope: Option<Scope>) -> Classified {
 
 /// `ISOLATION LEVEL x`, `READ ONLY`, `READ WRITE`, comma separated.
 fn characteristics(sql: &[u8], toks: &[Token]) -> Option<(Option<String>, Option<bool>)> {
-    let n = toks.iter().rposition(|t| !t.is_punct(b';')).map_or(0, |p| p + 1);
+    let n = toks
+        .iter()
+        .rposition(|t| !t.is_punct(b';'))
+        .map_or(0, |p| p + 1);
     let toks = &toks[..n];
     let kw = |i: usize, k: &str| toks.get(i).is_some_and(|t| t.is_kw(sql, k));
     let (mut isolation, mut read_only) = (None, None);

@@ -5,11 +5,14 @@
 
 use super::fast::{suspicious, Scan};
 use super::hint::{self, Hint};
-use super::*;
 use super::split;
+use super::*;
 
 fn pin(name: &str) -> PinReason {
-    *PinReason::ALL.iter().find(|p| p.name() == name).unwrap_or_else(|| panic!("pin {name}"))
+    *PinReason::ALL
+        .iter()
+        .find(|p| p.name() == name)
+        .unwrap_or_else(|| panic!("pin {name}"))
 }
 
 fn expected(exp: &str) -> Statement {
@@ -24,18 +27,29 @@ fn expected(exp: &str) -> Statement {
             "begin" => st.begins_transaction = true,
             "pin" => st.pins.extend(val.split(',').map(pin)),
             "unpin" => st.unpins.extend(val.split(',').map(pin)),
-            "kill" | "killq" => st.kill = Some(Kill { query_only: key == "killq", id: val.parse().unwrap() }),
+            "kill" | "killq" => {
+                st.kill = Some(Kill {
+                    query_only: key == "killq",
+                    id: val.parse().unwrap(),
+                })
+            }
             "use" => st.changes.push(SessionChange::UseSchema(val.into())),
             "var" => {
                 let (name, value) = val.split_once(':').unwrap();
-                st.changes.push(SessionChange::SetVar { name: name.into(), value: value.into() });
+                st.changes.push(SessionChange::SetVar {
+                    name: name.into(),
+                    value: value.into(),
+                });
             }
             "names" => {
                 let (cs, coll) = match val.split_once('/') {
                     Some((a, b)) => (a, Some(b.to_string())),
                     None => (val, None),
                 };
-                st.changes.push(SessionChange::SetNames { charset: cs.into(), collation: coll });
+                st.changes.push(SessionChange::SetNames {
+                    charset: cs.into(),
+                    collation: coll,
+                });
             }
             "tx" => {
                 let (iso, ro) = val.split_once(',').unwrap();
@@ -45,9 +59,18 @@ fn expected(exp: &str) -> Statement {
                     "0" => Some(false),
                     _ => None,
                 };
-                st.changes.push(SessionChange::SetTransaction { isolation, read_only });
+                st.changes.push(SessionChange::SetTransaction {
+                    isolation,
+                    read_only,
+                });
             }
-            "hint" => st.hint = Some(if val == "primary" { Hint::Primary } else { Hint::Standby }),
+            "hint" => {
+                st.hint = Some(if val == "primary" {
+                    Hint::Primary
+                } else {
+                    Hint::Standby
+                })
+            }
             _ => panic!("bad expectation {part}"),
         }
     }
@@ -62,10 +85,19 @@ fn check_all(cases: &[(&[u8], &str)], f: fn(&[u8]) -> Statement) {
         let got = f(sql);
         let want = expected(exp);
         if got != want {
-            failures.push(format!("{:?}\n   want {want:?}\n   got  {got:?}", String::from_utf8_lossy(sql)));
+            failures.push(format!(
+                "{:?}\n   want {want:?}\n   got  {got:?}",
+                String::from_utf8_lossy(sql)
+            ));
         }
     }
-    assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), cases.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
 }
 
 /// sysbench, mysql CLI, ORMs: the hot statements.
@@ -73,13 +105,28 @@ const HOT: &[(&[u8], &str)] = &[
     (b"SELECT c FROM sbtest1 WHERE id=4711", "S"),
     (b"SELECT c FROM sbtest1 WHERE id=?", "S"),
     (b"SELECT c FROM sbtest1 WHERE id BETWEEN 1 AND 100", "S"),
-    (b"SELECT SUM(k) FROM sbtest1 WHERE id BETWEEN 1 AND 100", "S"),
-    (b"SELECT c FROM sbtest1 WHERE id BETWEEN 1 AND 100 ORDER BY c", "S"),
-    (b"SELECT DISTINCT c FROM sbtest1 WHERE id BETWEEN 1 AND 100 ORDER BY c", "S"),
+    (
+        b"SELECT SUM(k) FROM sbtest1 WHERE id BETWEEN 1 AND 100",
+        "S",
+    ),
+    (
+        b"SELECT c FROM sbtest1 WHERE id BETWEEN 1 AND 100 ORDER BY c",
+        "S",
+    ),
+    (
+        b"SELECT DISTINCT c FROM sbtest1 WHERE id BETWEEN 1 AND 100 ORDER BY c",
+        "S",
+    ),
     (b"UPDATE sbtest1 SET k=k+1 WHERE id=5", "P"),
-    (b"UPDATE sbtest1 SET c='83868641912-28773972837' WHERE id=5", "P"),
+    (
+        b"UPDATE sbtest1 SET c='83868641912-28773972837' WHERE id=5",
+        "P",
+    ),
     (b"DELETE FROM sbtest1 WHERE id=5", "P"),
-    (b"INSERT INTO sbtest1 (id, k, c, pad) VALUES (5, 4, '1-2', '3-4')", "P"),
+    (
+        b"INSERT INTO sbtest1 (id, k, c, pad) VALUES (5, 4, '1-2', '3-4')",
+        "P",
+    ),
     (b"BEGIN", "P begin"),
     (b"COMMIT", "P"),
     (b"select @@version_comment limit 1", "S"),
@@ -144,12 +191,24 @@ const TRAPS: &[(&[u8], &str)] = &[
     (b"SELECT * FROM t FOR UPDATE SKIP LOCKED", "P"),
     (b"SELECT 1 FROM DUAL WHERE 1 = 1 FOR UPDATE NOWAIT", "P"),
     (b"SELECT * FROM t1 UNION SELECT * FROM t2 FOR UPDATE", "P"),
-    (b"SELECT * FROM t WHERE id IN (SELECT id FROM u FOR UPDATE)", "P"),
+    (
+        b"SELECT * FROM t WHERE id IN (SELECT id FROM u FOR UPDATE)",
+        "P",
+    ),
     (b"SELECT * FROM (SELECT * FROM t FOR UPDATE) d", "P"),
-    (b"WITH x AS (SELECT id FROM u FOR UPDATE) SELECT * FROM x", "P"),
+    (
+        b"WITH x AS (SELECT id FROM u FOR UPDATE) SELECT * FROM x",
+        "P",
+    ),
     (b"WITH x AS (SELECT 1) UPDATE t SET a = 1", "P"),
-    (b"WITH x AS (SELECT id FROM u) DELETE FROM t WHERE id IN (SELECT id FROM x)", "P"),
-    (b"WITH x AS (SELECT 1 AS a) INSERT INTO t SELECT a FROM x", "P"),
+    (
+        b"WITH x AS (SELECT id FROM u) DELETE FROM t WHERE id IN (SELECT id FROM x)",
+        "P",
+    ),
+    (
+        b"WITH x AS (SELECT 1 AS a) INSERT INTO t SELECT a FROM x",
+        "P",
+    ),
     (b"SELECT @a := 1", "P pin=user_variable"),
     (b"SELECT @a:=id FROM t", "P pin=user_variable"),
     (b"SELECT id INTO @v FROM t LIMIT 1", "P pin=user_variable"),
@@ -169,7 +228,10 @@ const TRAPS: &[(&[u8], &str)] = &[
     (b"select last_insert_id() as id", "P same"),
     (b"SELECT FOUND_ROWS()", "P same"),
     (b"SELECT ROW_COUNT()", "P same"),
-    (b"SELECT SQL_CALC_FOUND_ROWS * FROM t LIMIT 10", "P pin=found_rows"),
+    (
+        b"SELECT SQL_CALC_FOUND_ROWS * FROM t LIMIT 10",
+        "P pin=found_rows",
+    ),
     (b"SELECT NEXTVAL(seq)", "P"),
     (b"SELECT NEXT VALUE FOR seq", "P"),
     (b"SELECT SETVAL(seq, 10)", "P"),
@@ -190,10 +252,16 @@ const TRAPS: &[(&[u8], &str)] = &[
 const WRITES: &[(&[u8], &str)] = &[
     (b"REPLACE INTO t VALUES (1)", "P"),
     (b"LOAD DATA INFILE '/tmp/x' INTO TABLE t", "P"),
-    (b"LOAD DATA LOCAL INFILE 'x' INTO TABLE t (a, @dummy) SET b = @dummy", "P pin=user_variable"),
+    (
+        b"LOAD DATA LOCAL INFILE 'x' INTO TABLE t (a, @dummy) SET b = @dummy",
+        "P pin=user_variable",
+    ),
     (b"CREATE TABLE t (id INT)", "P"),
     (b"CREATE TEMPORARY TABLE tmp (id INT)", "P pin=temp_table"),
-    (b"create or replace temporary table tmp (id int)", "P pin=temp_table"),
+    (
+        b"create or replace temporary table tmp (id int)",
+        "P pin=temp_table",
+    ),
     (b"ALTER TABLE t ADD COLUMN x INT", "P"),
     (b"DROP TABLE t", "P"),
     (b"DROP TEMPORARY TABLE tmp", "P"),
@@ -252,14 +320,20 @@ const TRANSACTIONS_AND_PINS: &[(&[u8], &str)] = &[
     (b"UNLOCK TABLES", "P unpin=lock_tables"),
     (b"HANDLER t OPEN", "P pin=handler"),
     (b"HANDLER t READ FIRST", "P pin=handler"),
-    (b"PREPARE s FROM 'SELECT * FROM t WHERE id = ?'", "P pin=text_prepare"),
+    (
+        b"PREPARE s FROM 'SELECT * FROM t WHERE id = ?'",
+        "P pin=text_prepare",
+    ),
     (b"EXECUTE s USING @id", "P"),
     (b"DEALLOCATE PREPARE s", "P"),
     (b"DROP PREPARE s", "P"),
     (b"KILL 42", "P kill=42"),
     (b"KILL CONNECTION 42", "P kill=42"),
     (b"KILL QUERY 42", "P killq=42"),
-    (b"kill query 18446744073709551615;", "P killq=18446744073709551615"),
+    (
+        b"kill query 18446744073709551615;",
+        "P killq=18446744073709551615",
+    ),
     (b"KILL QUERY ID 42", "P"),
     (b"KILL abc", "P"),
     (b"SHOW WARNINGS", "P same"),
@@ -267,7 +341,10 @@ const TRANSACTIONS_AND_PINS: &[(&[u8], &str)] = &[
     (b"SHOW COUNT(*) WARNINGS", "P same"),
     (b"show warnings limit 10", "P same"),
     (b"GET DIAGNOSTICS @n = NUMBER", "P same"),
-    (b"GET CURRENT DIAGNOSTICS CONDITION 1 @m = MESSAGE_TEXT", "P same"),
+    (
+        b"GET CURRENT DIAGNOSTICS CONDITION 1 @m = MESSAGE_TEXT",
+        "P same",
+    ),
     (b"SHOW MASTER STATUS", "P"),
     (b"SHOW SLAVE STATUS", "P"),
     (b"SHOW REPLICA STATUS", "P"),
@@ -289,35 +366,95 @@ const SETS: &[(&[u8], &str)] = &[
     (b"set autocommit = ON", "P set var=autocommit:1"),
     (b"SET autocommit=OFF", "P set var=autocommit:0"),
     (b"SET autocommit = true", "P set var=autocommit:1"),
-    (b"SET SESSION sql_mode = 'ANSI'", "P set var=sql_mode:'ANSI'"),
-    (b"SET @@session.sql_mode = 'TRADITIONAL'", "P set var=sql_mode:'TRADITIONAL'"),
-    (b"SET @@SESSION.time_zone = '+00:00'", "P set var=time_zone:'+00:00'"),
+    (
+        b"SET SESSION sql_mode = 'ANSI'",
+        "P set var=sql_mode:'ANSI'",
+    ),
+    (
+        b"SET @@session.sql_mode = 'TRADITIONAL'",
+        "P set var=sql_mode:'TRADITIONAL'",
+    ),
+    (
+        b"SET @@SESSION.time_zone = '+00:00'",
+        "P set var=time_zone:'+00:00'",
+    ),
     (b"SET @@autocommit = 0", "P set var=autocommit:0"),
-    (b"SET LOCAL wait_timeout = 600", "P set var=wait_timeout:600"),
+    (
+        b"SET LOCAL wait_timeout = 600",
+        "P set var=wait_timeout:600",
+    ),
     (b"SET time_zone = DEFAULT", "P set var=time_zone:DEFAULT"),
     (b"SET time_zone = SYSTEM", "P set var=time_zone:SYSTEM"),
-    (b"SET sql_mode='', autocommit=1", "P set var=sql_mode:'' var=autocommit:1"),
-    (b"SET transaction_isolation = 'READ-COMMITTED'", "P set var=transaction_isolation:'READ-COMMITTED'"),
-    (b"SET tx_isolation = 'REPEATABLE-READ'", "P set var=tx_isolation:'REPEATABLE-READ'"),
-    (b"SET max_execution_time = 1000", "P set var=max_execution_time:1000"),
-    (b"SET character_set_results = NULL", "P set var=character_set_results:NULL"),
-    (b"SET lc_time_names = 'en_US'", "P set var=lc_time_names:'en_US'"),
-    (b"SET optimizer_switch = 'index_merge=off'", "P set var=optimizer_switch:'index_merge=off'"),
+    (
+        b"SET sql_mode='', autocommit=1",
+        "P set var=sql_mode:'' var=autocommit:1",
+    ),
+    (
+        b"SET transaction_isolation = 'READ-COMMITTED'",
+        "P set var=transaction_isolation:'READ-COMMITTED'",
+    ),
+    (
+        b"SET tx_isolation = 'REPEATABLE-READ'",
+        "P set var=tx_isolation:'REPEATABLE-READ'",
+    ),
+    (
+        b"SET max_execution_time = 1000",
+        "P set var=max_execution_time:1000",
+    ),
+    (
+        b"SET character_set_results = NULL",
+        "P set var=character_set_results:NULL",
+    ),
+    (
+        b"SET lc_time_names = 'en_US'",
+        "P set var=lc_time_names:'en_US'",
+    ),
+    (
+        b"SET optimizer_switch = 'index_merge=off'",
+        "P set var=optimizer_switch:'index_merge=off'",
+    ),
     (b"SET `autocommit` = 1", "P set var=autocommit:1"),
-    (b"SET character_set_client = _utf8mb4'utf8mb4'", "P set var=character_set_client:_utf8mb4'utf8mb4'"),
+    (
+        b"SET character_set_client = _utf8mb4'utf8mb4'",
+        "P set var=character_set_client:_utf8mb4'utf8mb4'",
+    ),
     (b"SET NAMES utf8mb4", "P set names=utf8mb4"),
-    (b"SET NAMES 'utf8mb4' COLLATE 'utf8mb4_unicode_ci'", "P set names=utf8mb4/utf8mb4_unicode_ci"),
-    (b"SET NAMES UTF8MB4 COLLATE utf8mb4_0900_ai_ci", "P set names=utf8mb4/utf8mb4_0900_ai_ci"),
+    (
+        b"SET NAMES 'utf8mb4' COLLATE 'utf8mb4_unicode_ci'",
+        "P set names=utf8mb4/utf8mb4_unicode_ci",
+    ),
+    (
+        b"SET NAMES UTF8MB4 COLLATE utf8mb4_0900_ai_ci",
+        "P set names=utf8mb4/utf8mb4_0900_ai_ci",
+    ),
     (b"SET CHARACTER SET utf8", "P set names=utf8"),
     (b"SET CHARSET latin1", "P set names=latin1"),
-    (b"SET NAMES utf8mb4, autocommit = 0", "P set names=utf8mb4 var=autocommit:0"),
-    (b"SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED", "P set tx=READ_COMMITTED,-"),
+    (
+        b"SET NAMES utf8mb4, autocommit = 0",
+        "P set names=utf8mb4 var=autocommit:0",
+    ),
+    (
+        b"SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+        "P set tx=READ_COMMITTED,-",
+    ),
     (b"SET SESSION TRANSACTION READ ONLY", "P set tx=-,1"),
-    (b"SET SESSION TRANSACTION ISOLATION LEVEL SERIALIZABLE, READ WRITE", "P set tx=SERIALIZABLE,0"),
-    (b"SET SESSION TRANSACTION ISOLATION LEVEL SOMETHING", "P pin=unknown_set"),
-    (b"SET TRANSACTION ISOLATION LEVEL READ COMMITTED", "P pin=next_transaction"),
+    (
+        b"SET SESSION TRANSACTION ISOLATION LEVEL SERIALIZABLE, READ WRITE",
+        "P set tx=SERIALIZABLE,0",
+    ),
+    (
+        b"SET SESSION TRANSACTION ISOLATION LEVEL SOMETHING",
+        "P pin=unknown_set",
+    ),
+    (
+        b"SET TRANSACTION ISOLATION LEVEL READ COMMITTED",
+        "P pin=next_transaction",
+    ),
     (b"SET TRANSACTION READ ONLY", "P pin=next_transaction"),
-    (b"SET GLOBAL TRANSACTION ISOLATION LEVEL READ COMMITTED", "P"),
+    (
+        b"SET GLOBAL TRANSACTION ISOLATION LEVEL READ COMMITTED",
+        "P",
+    ),
     (b"SET GLOBAL max_connections = 1000", "P"),
     (b"SET @@global.sql_mode = 'ANSI'", "P"),
     (b"SET PERSIST max_connections = 10", "P"),
@@ -327,12 +464,21 @@ const SETS: &[(&[u8], &str)] = &[
     (b"SET foo_unknown = 1", "P pin=unknown_set"),
     (b"SET profiling = 1", "P pin=unknown_set"),
     (b"SET dolt_transaction_commit = 1", "P pin=unknown_set"),
-    (b"SET SESSION sql_mode = CONCAT(@@sql_mode, ',STRICT_ALL_TABLES')", "P pin=unknown_set"),
+    (
+        b"SET SESSION sql_mode = CONCAT(@@sql_mode, ',STRICT_ALL_TABLES')",
+        "P pin=unknown_set",
+    ),
     (b"SET autocommit = @a", "P pin=unknown_set"),
     (b"SET wait_timeout = (SELECT 10)", "P pin=unknown_set"),
     (b"SET wait_timeout = 10 + 1", "P pin=unknown_set"),
-    (b"SET @a = 1, autocommit = 0", "P pin=user_variable var=autocommit:0"),
-    (b"SET SESSION autocommit = 1, GLOBAL wait_timeout = 10", "P var=autocommit:1"),
+    (
+        b"SET @a = 1, autocommit = 0",
+        "P pin=user_variable var=autocommit:0",
+    ),
+    (
+        b"SET SESSION autocommit = 1, GLOBAL wait_timeout = 10",
+        "P var=autocommit:1",
+    ),
     (b"SET GLOBAL a = 1, b = 2", "P pin=unknown_set"),
     (b"SET NAMES DEFAULT", "P pin=unknown_set"),
     (b"SET autocommit = 1,", "P pin=unknown_set var=autocommit:1"),
@@ -341,10 +487,19 @@ const SETS: &[(&[u8], &str)] = &[
     (b"SET ROLE ALL", "P pin=unknown_set"),
     (b"SET STATEMENT max_statement_time=1 FOR SELECT 1", "P"),
     (b"/*!40101 SET NAMES utf8mb4 */", "P set names=utf8mb4"),
-    (b"/*!40014 SET @OLD_UNIQUE_CHECKS=@@UNIQUE_CHECKS, UNIQUE_CHECKS=0 */", "P pin=user_variable var=unique_checks:0"),
-    (b"/*!40101 SET character_set_client = utf8 */;", "P set var=character_set_client:utf8"),
+    (
+        b"/*!40014 SET @OLD_UNIQUE_CHECKS=@@UNIQUE_CHECKS, UNIQUE_CHECKS=0 */",
+        "P pin=user_variable var=unique_checks:0",
+    ),
+    (
+        b"/*!40101 SET character_set_client = utf8 */;",
+        "P set var=character_set_client:utf8",
+    ),
     (b"/*M!100101 SET NAMES utf8mb4 */", "P pin=unknown_set"),
-    (b"/*!50001 CREATE ALGORITHM=UNDEFINED VIEW v AS SELECT 1 */", "P"),
+    (
+        b"/*!50001 CREATE ALGORITHM=UNDEFINED VIEW v AS SELECT 1 */",
+        "P",
+    ),
     (b"USE db", "P set use=db"),
     (b"USE `db/branch`", "P set use=db/branch"),
     (b"USE db/branch", "P set use=db/branch"),
@@ -355,19 +510,46 @@ const SETS: &[(&[u8], &str)] = &[
 
 const HINTS_AND_ODDITIES: &[(&[u8], &str)] = &[
     (b"/* switchyard: primary */ SELECT 1", "P hint=primary"),
-    (b"/*+ switchyard: primary */ SELECT c FROM t", "P hint=primary"),
+    (
+        b"/*+ switchyard: primary */ SELECT c FROM t",
+        "P hint=primary",
+    ),
     (b"-- switchyard: primary\nSELECT 1", "P hint=primary"),
     (b"# switchyard:primary\nSELECT 1", "P hint=primary"),
     (b"/* SWITCHYARD : Standby */ SHOW STATUS", "S hint=standby"),
     (b"/* switchyard: standby */ SELECT 1", "S hint=standby"),
-    (b"/* switchyard: standby */ SELECT * FROM t FOR UPDATE", "P hint=standby"),
-    (b"/* switchyard: standby */ INSERT INTO t VALUES (1)", "P hint=standby"),
-    (b"/* switchyard: standby */ SELECT * FROM t FOR SYSTEM_TIME ALL", "S hint=standby"),
-    (b"/* switchyard: standby */ SELECT LAST_INSERT_ID()", "P same hint=standby"),
-    (b"/* switchyard: standby */ SET autocommit=0", "P set var=autocommit:0 hint=standby"),
-    (b"/*switchyard:standby*/SELECT GET_LOCK('a',1)", "P pin=get_lock hint=standby"),
-    (b"/* other */ /* switchyard: primary */ SELECT 1", "P hint=primary"),
-    (b"/* app=x, switchyard=primary */ SELECT 1", "P hint=primary"),
+    (
+        b"/* switchyard: standby */ SELECT * FROM t FOR UPDATE",
+        "P hint=standby",
+    ),
+    (
+        b"/* switchyard: standby */ INSERT INTO t VALUES (1)",
+        "P hint=standby",
+    ),
+    (
+        b"/* switchyard: standby */ SELECT * FROM t FOR SYSTEM_TIME ALL",
+        "S hint=standby",
+    ),
+    (
+        b"/* switchyard: standby */ SELECT LAST_INSERT_ID()",
+        "P same hint=standby",
+    ),
+    (
+        b"/* switchyard: standby */ SET autocommit=0",
+        "P set var=autocommit:0 hint=standby",
+    ),
+    (
+        b"/*switchyard:standby*/SELECT GET_LOCK('a',1)",
+        "P pin=get_lock hint=standby",
+    ),
+    (
+        b"/* other */ /* switchyard: primary */ SELECT 1",
+        "P hint=primary",
+    ),
+    (
+        b"/* app=x, switchyard=primary */ SELECT 1",
+        "P hint=primary",
+    ),
     (b"/* switchyardx: primary */ SELECT 1", "S"),
     (b"--switchyard: primary\nSELECT 1", "P"),
     (b"", "P"),
@@ -381,7 +563,15 @@ const HINTS_AND_ODDITIES: &[(&[u8], &str)] = &[
 
 #[test]
 fn table() {
-    let tables = [HOT, READS, TRAPS, WRITES, TRANSACTIONS_AND_PINS, SETS, HINTS_AND_ODDITIES];
+    let tables = [
+        HOT,
+        READS,
+        TRAPS,
+        WRITES,
+        TRANSACTIONS_AND_PINS,
+        SETS,
+        HINTS_AND_ODDITIES,
+    ];
     let all: Vec<(&[u8], &str)> = tables.iter().flat_map(|t| t.iter().copied()).collect();
     assert!(all.len() >= 120);
     check_all(&all, classify);
@@ -390,11 +580,17 @@ fn table() {
 const MULTI: &[(&[u8], &str)] = &[
     (b"SELECT 1; SELECT 2", "S"),
     (b"SELECT 1; UPDATE t SET a=1", "P"),
-    (b"SET autocommit=0; SET NAMES utf8mb4", "P set var=autocommit:0 names=utf8mb4"),
+    (
+        b"SET autocommit=0; SET NAMES utf8mb4",
+        "P set var=autocommit:0 names=utf8mb4",
+    ),
     (b"SET autocommit=0; SELECT 1", "P var=autocommit:0"),
     (b"LOCK TABLES t READ; UNLOCK TABLES", "P unpin=lock_tables"),
     (b"UNLOCK TABLES; LOCK TABLES t READ", "P pin=lock_tables"),
-    (b"INSERT INTO t VALUES (1); SELECT LAST_INSERT_ID()", "P same"),
+    (
+        b"INSERT INTO t VALUES (1); SELECT LAST_INSERT_ID()",
+        "P same",
+    ),
     (b"SELECT 'a;b'; SELECT \"c;d\"; SELECT `e;f`", "S"),
     (b"SELECT 1 -- ; DROP TABLE t\n; SELECT 2", "S"),
     (b"SELECT 1 # ; DELETE FROM t\n", "S"),
@@ -402,13 +598,25 @@ const MULTI: &[(&[u8], &str)] = &[
     (b"SELECT 'it''s;'; SELECT 'a\\';b'", "S"),
     (b"SELECT 1;;; ;", "S"),
     (b";", "P"),
-    (b"/* switchyard: standby */ SHOW STATUS; SHOW PROCESSLIST", "S hint=standby"),
-    (b"/* switchyard: standby */ SHOW STATUS; DELETE FROM t", "P hint=standby"),
-    (b"/* switchyard: primary */ SELECT 1; SELECT 2", "P hint=primary"),
+    (
+        b"/* switchyard: standby */ SHOW STATUS; SHOW PROCESSLIST",
+        "S hint=standby",
+    ),
+    (
+        b"/* switchyard: standby */ SHOW STATUS; DELETE FROM t",
+        "P hint=standby",
+    ),
+    (
+        b"/* switchyard: primary */ SELECT 1; SELECT 2",
+        "P hint=primary",
+    ),
     (b"SET @a=1; SELECT @a", "P pin=user_variable"),
     (b"BEGIN; INSERT INTO t VALUES (1); COMMIT", "P begin"),
     (b"KILL 7; SELECT 1", "P kill=7"),
-    (b"SELECT GET_LOCK('a', 1); SELECT RELEASE_ALL_LOCKS()", "P unpin=get_lock"),
+    (
+        b"SELECT GET_LOCK('a', 1); SELECT RELEASE_ALL_LOCKS()",
+        "P unpin=get_lock",
+    ),
     (b"USE db; SELECT * FROM t", "P use=db"),
 ];
 
@@ -434,11 +642,20 @@ fn split_pieces() {
 fn hint_offsets() {
     assert_eq!(hint::parse(b"SELECT 1"), (None, 0));
     assert_eq!(hint::parse(b"  /* x */ -- y\n# z\n SELECT 1"), (None, 20));
-    assert_eq!(hint::parse(b"/* switchyard: standby */SELECT 1"), (Some(Hint::Standby), 25));
+    assert_eq!(
+        hint::parse(b"/* switchyard: standby */SELECT 1"),
+        (Some(Hint::Standby), 25)
+    );
     assert_eq!(hint::parse(b"/*! SELECT 1 */"), (None, 0));
     assert_eq!(hint::parse(b" /*M!100101 SET a=1 */"), (None, 1));
-    assert_eq!(hint::parse(b"-- switchyard: primary"), (Some(Hint::Primary), 22));
-    assert_eq!(hint::parse(b"/* switchyard: primary */ /* switchyard: standby */ x").0, Some(Hint::Primary));
+    assert_eq!(
+        hint::parse(b"-- switchyard: primary"),
+        (Some(Hint::Primary), 22)
+    );
+    assert_eq!(
+        hint::parse(b"/* switchyard: primary */ /* switchyard: standby */ x").0,
+        Some(Hint::Primary)
+    );
     assert_eq!(hint::parse(b"/* switchyard: nowhere */ x").0, None);
 }
 
@@ -456,12 +673,24 @@ fn fast_path_skips_the_parser() {
         b"SELECT * FROM information_schema.tables WHERE table_schema = 'x'",
     ];
     for sql in hot {
-        assert!(!suspicious(sql, 0, Scan::Read), "{}", String::from_utf8_lossy(sql));
+        assert!(
+            !suspicious(sql, 0, Scan::Read),
+            "{}",
+            String::from_utf8_lossy(sql)
+        );
         assert_eq!(classify(sql).target, Target::Standby);
     }
     // Writes with nothing to pin are decided by their first keyword alone.
-    assert!(!suspicious(b"UPDATE sbtest1 SET k=k+1 WHERE id=5", 6, Scan::SideEffects));
-    assert!(!suspicious(b"INSERT INTO sbtest1 (id, k, c, pad) VALUES (1, 2, 'a', 'b')", 6, Scan::SideEffects));
+    assert!(!suspicious(
+        b"UPDATE sbtest1 SET k=k+1 WHERE id=5",
+        6,
+        Scan::SideEffects
+    ));
+    assert!(!suspicious(
+        b"INSERT INTO sbtest1 (id, k, c, pad) VALUES (1, 2, 'a', 'b')",
+        6,
+        Scan::SideEffects
+    ));
 }
 
 #[test]
@@ -491,8 +720,13 @@ impl XorShift {
 /// What any classification must respect.
 fn invariants(sql: &[u8], st: &Statement) {
     if st.target == Target::Standby {
-        let clean = st.pins.is_empty() && !st.same_connection && st.kill.is_none() && st.changes.is_empty();
-        assert!(clean && !st.begins_transaction && !st.is_set_only, "{:?} -> {st:?}", String::from_utf8_lossy(sql));
+        let clean =
+            st.pins.is_empty() && !st.same_connection && st.kill.is_none() && st.changes.is_empty();
+        assert!(
+            clean && !st.begins_transaction && !st.is_set_only,
+            "{:?} -> {st:?}",
+            String::from_utf8_lossy(sql)
+        );
     }
 }
 
@@ -512,16 +746,61 @@ fn fuzz_random_bytes() {
 #[test]
 fn fuzz_sql_fragments() {
     const FRAGS: [&str; 48] = [
-        "SELECT ", "SET ", "USE ", "KILL ", "SHOW ", "EXPLAIN ", "WITH x AS (", ")", "(", "@", "@@", "@a",
-        ":=", "=", "'", "\"", "`", "\\", "/*!", "/*M!", "/*", "*/", "-- ", "#", "\n", ";", ",", "FOR ",
-        "UPDATE ", "INTO ", "GET_LOCK(", "dolt_checkout(", "NAMES ", "SESSION ", "GLOBAL ", "TRANSACTION ",
-        "1", "x", "\u{ff}", "\u{0}", " ", "LOCK ", "IN ", "XA ", "START ", "/* switchyard: standby */",
-        "autocommit", "LAST_INSERT_ID()",
+        "SELECT ",
+        "SET ",
+        "USE ",
+        "KILL ",
+        "SHOW ",
+        "EXPLAIN ",
+        "WITH x AS (",
+        ")",
+        "(",
+        "@",
+        "@@",
+        "@a",
+        ":=",
+        "=",
+        "'",
+        "\"",
+        "`",
+        "\\",
+        "/*!",
+        "/*M!",
+        "/*",
+        "*/",
+        "-- ",
+        "#",
+        "\n",
+        ";",
+        ",",
+        "FOR ",
+        "UPDATE ",
+        "INTO ",
+        "GET_LOCK(",
+        "dolt_checkout(",
+        "NAMES ",
+        "SESSION ",
+        "GLOBAL ",
+        "TRANSACTION ",
+        "1",
+        "x",
+        "\u{ff}",
+        "\u{0}",
+        " ",
+        "LOCK ",
+        "IN ",
+        "XA ",
+        "START ",
+        "/* switchyard: standby */",
+        "autocommit",
+        "LAST_INSERT_ID()",
     ];
     let mut rng = XorShift(42);
     for _ in 0..10_000 {
         let n = rng.below(12);
-        let mut sql: Vec<u8> = (0..n).flat_map(|_| FRAGS[rng.below(FRAGS.len())].bytes()).collect();
+        let mut sql: Vec<u8> = (0..n)
+            .flat_map(|_| FRAGS[rng.below(FRAGS.len())].bytes())
+            .collect();
         if rng.below(4) == 0 {
             sql.push(0xff);
         }

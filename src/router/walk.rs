@@ -66,7 +66,11 @@ fn word_fact(sql: &[u8], toks: &[Token], i: usize, f: &mut Facts) {
         if next.is_some_and(|n| n.kind == Tk::UserVar) {
             f.pins.push(PinReason::UserVariable);
         }
-    } else if ["UPDATE", "DELETE", "INSERT", "REPLACE"].iter().any(|k| is(k)) && !call {
+    } else if ["UPDATE", "DELETE", "INSERT", "REPLACE"]
+        .iter()
+        .any(|k| is(k))
+        && !call
+    {
         f.not_read = true;
     } else if is("SQL_CALC_FOUND_ROWS") {
         f.pins.push(PinReason::FoundRows);
@@ -133,18 +137,26 @@ fn parses_as_plain_query(sql: &[u8]) -> Option<bool> {
 
 /// No locking clause, `INTO` or write anywhere in the query's structure.
 pub(crate) fn query_is_read(q: &Query) -> bool {
-    let ctes_read = q.with.as_ref().is_none_or(|w| w.cte_tables.iter().all(|c| query_is_read(&c.query)));
+    let ctes_read = q
+        .with
+        .as_ref()
+        .is_none_or(|w| w.cte_tables.iter().all(|c| query_is_read(&c.query)));
     q.locks.is_empty() && ctes_read && set_expr_is_read(&q.body)
 }
 
 fn set_expr_is_read(e: &SetExpr) -> bool {
     match e {
         SetExpr::Select(s) => {
-            let calc = s.select_modifiers.as_ref().is_some_and(|m| m.sql_calc_found_rows);
+            let calc = s
+                .select_modifiers
+                .as_ref()
+                .is_some_and(|m| m.sql_calc_found_rows);
             s.into.is_none() && !calc && s.from.iter().all(table_is_read)
         }
         SetExpr::Query(q) => query_is_read(q),
-        SetExpr::SetOperation { left, right, .. } => set_expr_is_read(left) && set_expr_is_read(right),
+        SetExpr::SetOperation { left, right, .. } => {
+            set_expr_is_read(left) && set_expr_is_read(right)
+        }
         SetExpr::Values(_) | SetExpr::Table(_) => true,
         _ => false,
     }
@@ -157,7 +169,9 @@ fn table_is_read(t: &TableWithJoins) -> bool {
 fn factor_is_read(f: &TableFactor) -> bool {
     match f {
         TableFactor::Derived { subquery, .. } => query_is_read(subquery),
-        TableFactor::NestedJoin { table_with_joins, .. } => table_is_read(table_with_joins),
+        TableFactor::NestedJoin {
+            table_with_joins, ..
+        } => table_is_read(table_with_joins),
         _ => true,
     }
 }

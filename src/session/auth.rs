@@ -36,7 +36,12 @@ pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     id: u32,
 ) -> Result<Authenticated, HandshakeError> {
     let scramble = auth::new_scramble();
-    let greeting = handshake::greeting(id, &scramble, &shared.server_version, crate::protocol::UTF8MB4_GENERAL_CI);
+    let greeting = handshake::greeting(
+        id,
+        &scramble,
+        &shared.server_version,
+        crate::protocol::UTF8MB4_GENERAL_CI,
+    );
     io.send(0, &greeting).await?;
     let p = io.read_packet().await?;
     let seq = p.seq.wrapping_add(1);
@@ -49,7 +54,8 @@ pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     };
     let seq = verify_hello(io, shared, &hello, &scramble, seq).await?;
     let caps = hello.capabilities & client_capabilities();
-    io.send(seq, &ok_payload(StatusFlags::SERVER_STATUS_AUTOCOMMIT)).await?;
+    io.send(seq, &ok_payload(StatusFlags::SERVER_STATUS_AUTOCOMMIT))
+        .await?;
     tracing::debug!(conn = id, user = %hello.user, "client authenticated");
     Ok(Authenticated {
         user: hello.user,
@@ -76,7 +82,8 @@ async fn verify_hello<S: AsyncRead + AsyncWrite + Unpin>(
     let mut plugin = hello.plugin.as_deref().unwrap_or(auth::NATIVE);
     let mut response = hello.auth_response.clone();
     if plugin != auth::NATIVE && plugin != auth::CACHING_SHA2 {
-        io.send(seq, &handshake::auth_switch(auth::NATIVE, scramble)).await?;
+        io.send(seq, &handshake::auth_switch(auth::NATIVE, scramble))
+            .await?;
         let p = io.read_packet().await?;
         seq = p.seq.wrapping_add(1);
         plugin = auth::NATIVE;
@@ -90,7 +97,10 @@ async fn verify_hello<S: AsyncRead + AsyncWrite + Unpin>(
         shared.stats.auth_failures.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(user = %hello.user, plugin, "authentication failed");
         let using = if response.is_empty() { "NO" } else { "YES" };
-        let e = ClientError::AccessDenied { user: hello.user.clone(), using };
+        let e = ClientError::AccessDenied {
+            user: hello.user.clone(),
+            using,
+        };
         return refuse(io, seq, e).await;
     }
     if plugin == auth::CACHING_SHA2 {
@@ -115,7 +125,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let cu = match handshake::parse_change_user(p, self.caps) {
             Ok(c) => c,
             Err(_) => {
-                self.send_err(1, &ClientError::Malformed("COM_CHANGE_USER")).await?;
+                self.send_err(1, &ClientError::Malformed("COM_CHANGE_USER"))
+                    .await?;
                 return Err(SessionEnd::Closed("bad COM_CHANGE_USER".into()));
             }
         };
@@ -124,13 +135,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             _ => auth::NATIVE,
         };
         let ok = self.shared.users.get(&cu.user).is_some_and(|u| {
-            auth::verify(plugin, &self.scramble, u.password.expose().as_bytes(), &cu.auth_response)
+            auth::verify(
+                plugin,
+                &self.scramble,
+                u.password.expose().as_bytes(),
+                &cu.auth_response,
+            )
         });
         if !ok {
-            self.shared.stats.auth_failures.fetch_add(1, Ordering::Relaxed);
+            self.shared
+                .stats
+                .auth_failures
+                .fetch_add(1, Ordering::Relaxed);
             tracing::warn!(user = %cu.user, "COM_CHANGE_USER authentication failed");
-            let using = if cu.auth_response.is_empty() { "NO" } else { "YES" };
-            self.send_err(1, &ClientError::AccessDenied { user: cu.user, using }).await?;
+            let using = if cu.auth_response.is_empty() {
+                "NO"
+            } else {
+                "YES"
+            };
+            self.send_err(
+                1,
+                &ClientError::AccessDenied {
+                    user: cu.user,
+                    using,
+                },
+            )
+            .await?;
             return Err(SessionEnd::Closed("COM_CHANGE_USER denied".into()));
         }
         self.start_over(&cu.user, cu.database, cu.collation);
@@ -152,7 +182,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         self.last_write = None;
         self.status = StatusFlags::SERVER_STATUS_AUTOCOMMIT.bits();
         self.user = user.to_string();
-        self.policy = self.shared.users.get(user).map(|u| u.policy).unwrap_or_default();
+        self.policy = self
+            .shared
+            .users
+            .get(user)
+            .map(|u| u.policy)
+            .unwrap_or_default();
         *self.handle.user.lock() = user.to_string();
         let charset = match collation {
             Some(c) => Charset::Collation(c),

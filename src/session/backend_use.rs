@@ -58,17 +58,34 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         if !entry.healthy {
             return None;
         }
-        let mut lease = entry.node.pools.take_idle(&self.user, last.thread_id, last.leases)?;
+        let mut lease = entry
+            .node
+            .pools
+            .take_idle(&self.user, last.thread_id, last.leases)?;
         lease.conn().sync(&self.want).await.ok()?;
         let standby = entry.role != crate::config::Role::Primary;
-        Some(InUse { lease, node: last.node, standby, from_held: false })
+        Some(InUse {
+            lease,
+            node: last.node,
+            standby,
+            from_held: false,
+        })
     }
 
     /// The held connection, or a lease for `target` synced to the session's state. A
     /// read whose standby cannot be reached goes to another standby, then the primary.
-    pub(super) async fn acquire(&mut self, target: Target, mut exclude: Option<usize>) -> Result<InUse, ClientError> {
+    pub(super) async fn acquire(
+        &mut self,
+        target: Target,
+        mut exclude: Option<usize>,
+    ) -> Result<InUse, ClientError> {
         if let Some(h) = self.held.take() {
-            return Ok(InUse { lease: h.lease, node: h.node, standby: false, from_held: true });
+            return Ok(InUse {
+                lease: h.lease,
+                node: h.node,
+                standby: false,
+                from_held: true,
+            });
         }
         let mut last_err = None;
         for _ in 0..3 {
@@ -77,7 +94,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 Err(e) => return Err(last_err.unwrap_or(e)),
             };
             match self.lease_synced(&node).await {
-                Ok(lease) => return Ok(InUse { lease, node: node.id, standby, from_held: false }),
+                Ok(lease) => {
+                    return Ok(InUse {
+                        lease,
+                        node: node.id,
+                        standby,
+                        from_held: false,
+                    })
+                }
                 Err(e @ ClientError::Server { .. }) => return Err(e),
                 Err(e) if standby => {
                     exclude = Some(node.id);
@@ -106,17 +130,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         Err(ClientError::Internal("unreachable".into()))
     }
 
-    fn pick(&self, target: Target, exclude: Option<usize>) -> Result<(std::sync::Arc<crate::topology::Node>, bool), ClientError> {
+    fn pick(
+        &self,
+        target: Target,
+        exclude: Option<usize>,
+    ) -> Result<(std::sync::Arc<crate::topology::Node>, bool), ClientError> {
         let snap = self.shared.topology.snapshot();
         let found = match target {
             Target::Standby => snap
-                .standby(exclude, self.shared.stats.queries.load(Ordering::Relaxed) as usize)
+                .standby(
+                    exclude,
+                    self.shared.stats.queries.load(Ordering::Relaxed) as usize,
+                )
                 .map(|n| (n.clone(), true))
                 .or_else(|| snap.primary().map(|n| (n.clone(), false))),
             Target::Primary => snap.primary().map(|n| (n.clone(), false)),
         };
         found.ok_or_else(|| ClientError::BackendUnavailable {
-            role: if target == Target::Primary { "primary" } else { "healthy" },
+            role: if target == Target::Primary {
+                "primary"
+            } else {
+                "healthy"
+            },
             detail: String::new(),
         })
     }
@@ -142,17 +177,34 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     }
 
     /// Sends a command on a connection and relays its response to the client.
-    pub(super) async fn forward(&mut self, u: &mut InUse, payload: &[u8], kind: ResponseKind) -> Forwarded {
+    pub(super) async fn forward(
+        &mut self,
+        u: &mut InUse,
+        payload: &[u8],
+        kind: ResponseKind,
+    ) -> Forwarded {
         let classic = self.classic_client();
         let conn = u.lease.conn();
-        *self.handle.running.lock() = Some(Running { node: u.node, thread_id: conn.thread_id });
+        *self.handle.running.lock() = Some(Running {
+            node: u.node,
+            thread_id: conn.thread_id,
+        });
         conn.queue_command(payload);
         if let Err(err) = conn.io.flush().await {
             *self.handle.running.lock() = None;
-            let result = Err(RelayError::Backend { err, client_touched: false });
+            let result = Err(RelayError::Backend {
+                err,
+                client_touched: false,
+            });
             return Forwarded { result, out_seq: 1 };
         }
-        let mut relay = Relay { backend: &mut conn.io, client: &mut self.io, out_seq: 1, touched: false, backend_seq: 0 };
+        let mut relay = Relay {
+            backend: &mut conn.io,
+            client: &mut self.io,
+            out_seq: 1,
+            touched: false,
+            backend_seq: 0,
+        };
         let mut scanner = Scanner::new(kind, classic);
         let result = relay.run(&mut scanner).await;
         let out_seq = relay.out_seq;
@@ -163,9 +215,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// Keeps the connection for the next command (transaction or pin) or returns it.
     pub(super) fn finish(&mut self, u: InUse) {
         let c = u.lease.conn_ref();
-        self.last_conn = Some(super::LastConn { node: u.node, thread_id: c.thread_id, leases: c.leases });
+        self.last_conn = Some(super::LastConn {
+            node: u.node,
+            thread_id: c.thread_id,
+            leases: c.leases,
+        });
         if self.in_transaction() || !self.pins.is_empty() {
-            self.held = Some(Held { lease: u.lease, node: u.node });
+            self.held = Some(Held {
+                lease: u.lease,
+                node: u.node,
+            });
         } else {
             u.lease.release();
         }
@@ -188,7 +247,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     }
 
     /// A backend failed while running a command: tell the client what was lost.
-    pub(super) async fn backend_lost(&mut self, u: InUse, err: ProtoError, seq: u8) -> Result<(), SessionEnd> {
+    pub(super) async fn backend_lost(
+        &mut self,
+        u: InUse,
+        err: ProtoError,
+        seq: u8,
+    ) -> Result<(), SessionEnd> {
         let name = self.node_name(u.node);
         tracing::warn!(backend = %name, error = %err, "backend connection lost during a command");
         self.shared.topology.suspect(u.node, err.to_string());
@@ -196,7 +260,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let in_txn = self.in_transaction();
         self.status &= !StatusFlags::SERVER_STATUS_IN_TRANS.bits();
         if let Some(what) = self.pins.unrecoverable() {
-            self.send_err(seq, &ClientError::SessionStateLost(what)).await?;
+            self.send_err(seq, &ClientError::SessionStateLost(what))
+                .await?;
             return Err(SessionEnd::Closed(format!("lost {what}")));
         }
         self.pins.clear();
@@ -204,11 +269,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             self.txn_lost = true;
             return self.send_err(seq, &ClientError::TransactionLost).await;
         }
-        self.send_err(seq, &ClientError::BackendLost { backend: name, detail: err.to_string() }).await
+        self.send_err(
+            seq,
+            &ClientError::BackendLost {
+                backend: name,
+                detail: err.to_string(),
+            },
+        )
+        .await
     }
 
     pub(super) fn node_name(&self, id: usize) -> String {
-        self.shared.topology.snapshot().node(id).map(|e| e.node.name.clone()).unwrap_or_default()
+        self.shared
+            .topology
+            .snapshot()
+            .node(id)
+            .map(|e| e.node.name.clone())
+            .unwrap_or_default()
     }
 
     /// The client went away mid-response: the connection is dropped (never pooled) and
@@ -230,7 +307,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             let Ok(mut lease) = entry.node.pools.lease(&user, timeout).await else {
                 return;
             };
-            let r = lease.conn().query_ok(&format!("KILL QUERY {thread_id}")).await;
+            let r = lease
+                .conn()
+                .query_ok(&format!("KILL QUERY {thread_id}"))
+                .await;
             match r {
                 Ok(_) => lease.release(),
                 Err(e) if !e.is_fatal() => lease.release(),

@@ -108,7 +108,11 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send>(stream: S, shared: 
     let id = shared.registry.next_id();
     let mut io = PacketStream::new(stream, shared.limits.max_packet);
     io.exact = true;
-    let hs = tokio::time::timeout(shared.limits.handshake_timeout, auth::handshake(&mut io, &shared, id)).await;
+    let hs = tokio::time::timeout(
+        shared.limits.handshake_timeout,
+        auth::handshake(&mut io, &shared, id),
+    )
+    .await;
     let ok = match hs {
         Ok(Ok(ok)) => ok,
         Ok(Err(e)) => return tracing::debug!(conn = id, error = %e, "handshake failed"),
@@ -123,8 +127,17 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send>(stream: S, shared: 
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
-    fn new(io: PacketStream<S>, shared: Arc<Shared>, handle: Arc<Handle>, ok: auth::Authenticated) -> Self {
-        let policy = shared.users.get(&ok.user).map(|u| u.policy).unwrap_or_default();
+    fn new(
+        io: PacketStream<S>,
+        shared: Arc<Shared>,
+        handle: Arc<Handle>,
+        ok: auth::Authenticated,
+    ) -> Self {
+        let policy = shared
+            .users
+            .get(&ok.user)
+            .map(|u| u.policy)
+            .unwrap_or_default();
         Session {
             io,
             shared,
@@ -201,7 +214,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             cmd::COM_CHANGE_USER => self.change_user(p).await,
             cmd::COM_PROCESS_KILL => self.process_kill(p).await,
             other => {
-                let e = ClientError::UnknownCommand(format!("0x{other:02x} ({})", cmd::name(other)));
+                let e =
+                    ClientError::UnknownCommand(format!("0x{other:02x} ({})", cmd::name(other)));
                 self.send_err(1, &e).await
             }
         }

@@ -29,7 +29,10 @@ impl Pin {
         matches!(
             self,
             Pin::Statement(
-                PinReason::TempTable | PinReason::LockTables | PinReason::GetLock | PinReason::Handler
+                PinReason::TempTable
+                    | PinReason::LockTables
+                    | PinReason::GetLock
+                    | PinReason::Handler
             )
         )
     }
@@ -51,7 +54,8 @@ impl Pins {
     }
 
     pub fn remove_stmt(&mut self, id: u32) {
-        self.set.retain(|p| !matches!(p, Pin::Cursor(i) | Pin::LongData(i) if *i == id));
+        self.set
+            .retain(|p| !matches!(p, Pin::Cursor(i) | Pin::LongData(i) if *i == id));
     }
 
     pub fn is_empty(&self) -> bool {
@@ -68,7 +72,10 @@ impl Pins {
 
     /// The first pin whose state would be lost with the connection, if any.
     pub fn unrecoverable(&self) -> Option<&'static str> {
-        self.set.iter().find(|p| p.is_unrecoverable()).map(|p| p.name())
+        self.set
+            .iter()
+            .find(|p| p.is_unrecoverable())
+            .map(|p| p.name())
     }
 
     pub fn names(&self) -> Vec<&'static str> {

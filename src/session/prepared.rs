@@ -61,7 +61,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 self.next_stmt = self.next_stmt.wrapping_add(1).max(1);
                 u.lease.conn().stmts.insert(key, prep.stmt);
                 let params = prep.stmt.params;
-                self.stmts.insert(id, ClientStmt { sql, class, params, types: None });
+                self.stmts.insert(
+                    id,
+                    ClientStmt {
+                        sql,
+                        class,
+                        params,
+                        types: None,
+                    },
+                );
                 self.send_prepare_ok(id, prep).await?;
                 self.finish(u);
                 Ok(())
@@ -80,7 +88,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let mut seq = self.io.queue(1, &first);
         let classic = self.classic_client();
         let status = self.flags().bits();
-        let (np, nc) = (usize::from(prep.stmt.params), usize::from(prep.stmt.columns));
+        let (np, nc) = (
+            usize::from(prep.stmt.params),
+            usize::from(prep.stmt.columns),
+        );
         for (i, d) in prep.defs.iter().enumerate() {
             seq = self.io.queue(seq, d);
             if classic && (i + 1 == np || (i + 1 == np + nc && nc > 0)) {
@@ -92,28 +103,39 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     }
 
     fn stmt_key(&self, sql: &Arc<[u8]>) -> StmtKey {
-        StmtKey { sql: sql.clone(), schema: self.want.schema.clone() }
+        StmtKey {
+            sql: sql.clone(),
+            schema: self.want.schema.clone(),
+        }
     }
 
     pub(super) async fn stmt_execute(&mut self, p: &[u8]) -> Result<(), SessionEnd> {
         let Some((id, sql, class, params)) = self.lookup(p) else {
             return self.unknown_stmt(p, "mysqld_stmt_execute").await;
         };
-        let types_at = 10 + (usize::from(params) + 7) / 8;
+        let types_at = 10 + usize::from(params).div_ceil(8);
         let bound = params > 0 && p.get(types_at) == Some(&1);
         if bound {
-            if let (Some(st), Some(t)) = (self.stmts.get_mut(&id), p.get(types_at + 1..types_at + 1 + 2 * usize::from(params))) {
+            if let (Some(st), Some(t)) = (
+                self.stmts.get_mut(&id),
+                p.get(types_at + 1..types_at + 1 + 2 * usize::from(params)),
+            ) {
                 st.types = Some(t.to_vec());
             }
         }
-        let cursor = p.get(5).is_some_and(|f| f & cmd::CURSOR_TYPE_READ_ONLY != 0);
+        let cursor = p
+            .get(5)
+            .is_some_and(|f| f & cmd::CURSOR_TYPE_READ_ONLY != 0);
         let target = self.route(&class);
         let key = self.stmt_key(&sql);
         let mut u = match self.acquire(target, None).await {
             Ok(u) => u,
             Err(e) => return self.send_err(1, &e).await,
         };
-        let payload = match self.execute_payload(&mut u, &key, id, p, types_at, bound).await {
+        let payload = match self
+            .execute_payload(&mut u, &key, id, p, types_at, bound)
+            .await
+        {
             Ok(pl) => pl,
             Err(BackendError::Server(e)) => {
                 self.finish(u);
@@ -127,7 +149,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         match f.result {
             Ok(summary) => {
                 self.after_statement(&mut u, &class, &summary);
-                let open = summary.flags().is_some_and(|f| f.contains(StatusFlags::SERVER_STATUS_CURSOR_EXISTS));
+                let open = summary
+                    .flags()
+                    .is_some_and(|f| f.contains(StatusFlags::SERVER_STATUS_CURSOR_EXISTS));
                 if cursor && open && self.pins.add(Pin::Cursor(id)) {
                     self.shared.stats.count_pin("cursor");
                 }
@@ -149,8 +173,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     }
 
     async fn unknown_stmt(&mut self, p: &[u8], what: &'static str) -> Result<(), SessionEnd> {
-        let id = p.get(1..5).map_or(0, |b| u32::from_le_bytes(b.try_into().unwrap_or_default()));
-        self.send_err(1, &ClientError::UnknownStatement(id, what)).await
+        let id = p
+            .get(1..5)
+            .map_or(0, |b| u32::from_le_bytes(b.try_into().unwrap_or_default()));
+        self.send_err(1, &ClientError::UnknownStatement(id, what))
+            .await
     }
 
     /// The EXECUTE for this connection: its own statement id, and the cached parameter
@@ -184,7 +211,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     }
 
     pub(super) fn stmt_close(&mut self, p: &[u8]) -> Result<(), SessionEnd> {
-        if let Some(id) = p.get(1..5).map(|b| u32::from_le_bytes(b.try_into().unwrap_or_default())) {
+        if let Some(id) = p
+            .get(1..5)
+            .map(|b| u32::from_le_bytes(b.try_into().unwrap_or_default()))
+        {
             self.stmts.remove(&id);
             self.pins.remove_stmt(id);
             self.release_if_unpinned();
@@ -245,7 +275,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             return self.unknown_stmt(p, "mysqld_stmt_fetch").await;
         };
         if !self.pins.contains(Pin::Cursor(id)) || self.held.is_none() {
-            let e = ClientError::Server { code: 1421, state: *b"HY000", message: "The statement has no open cursor".into() };
+            let e = ClientError::Server {
+                code: 1421,
+                state: *b"HY000",
+                message: "The statement has no open cursor".into(),
+            };
             return self.send_err(1, &e).await;
         }
         let key = self.stmt_key(&sql);
@@ -255,7 +289,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         };
         let Some(bs) = u.lease.conn().stmts.get(&key).copied() else {
             self.finish(u);
-            return self.send_err(1, &ClientError::UnknownStatement(id, "mysqld_stmt_fetch")).await;
+            return self
+                .send_err(1, &ClientError::UnknownStatement(id, "mysqld_stmt_fetch"))
+                .await;
         };
         let mut out = p.to_vec();
         out[1..5].copy_from_slice(&bs.id.to_le_bytes());
@@ -292,7 +328,10 @@ fn protocol_err(e: BackendError) -> crate::protocol::ProtoError {
 }
 
 /// The statement on this connection, prepared now if it is not cached.
-async fn ensure_prepared(conn: &mut BackendConn, key: &StmtKey) -> Result<BackendStmt, BackendError> {
+async fn ensure_prepared(
+    conn: &mut BackendConn,
+    key: &StmtKey,
+) -> Result<BackendStmt, BackendError> {
     if let Some(s) = conn.stmts.get(key) {
         return Ok(*s);
     }
@@ -310,7 +349,8 @@ async fn prepare_on(conn: &mut BackendConn, key: &StmtKey) -> Result<Prepared, B
     match first.first() {
         Some(0x00) if first.len() >= 12 => {}
         Some(0xFF) => {
-            let e = crate::protocol::messages::parse_err(&first).ok_or(BackendError::Protocol("bad ERR"))?;
+            let e = crate::protocol::messages::parse_err(&first)
+                .ok_or(BackendError::Protocol("bad ERR"))?;
             return Err(BackendError::Server(e));
         }
         _ => return Err(BackendError::Protocol("bad COM_STMT_PREPARE reply")),

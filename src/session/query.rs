@@ -28,7 +28,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             return self.kill(k.id, k.query_only).await;
         }
         let target = self.route(&stmt);
-        self.run_statement(p, &stmt, target, ResponseKind::Results).await
+        self.run_statement(p, &stmt, target, ResponseKind::Results)
+            .await
     }
 
     /// Runs a command that a statement classification routes; retries a read once
@@ -54,13 +55,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     self.finish(u);
                     return Ok(());
                 }
-                Err(RelayError::Backend { client_touched: false, err }) if u.standby && exclude.is_none() => {
+                Err(RelayError::Backend {
+                    client_touched: false,
+                    err,
+                }) if u.standby && exclude.is_none() => {
                     tracing::info!(error = %err, "read failed on a standby before any reply; retrying elsewhere");
                     self.shared.topology.suspect(u.node, err.to_string());
-                    self.shared.stats.read_retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.shared
+                        .stats
+                        .read_retries
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     exclude = Some(u.node);
                 }
-                Err(RelayError::Backend { err, .. }) => return self.backend_lost(u, err, f.out_seq).await,
+                Err(RelayError::Backend { err, .. }) => {
+                    return self.backend_lost(u, err, f.out_seq).await
+                }
                 Err(RelayError::Client(e)) => {
                     self.abandon(u);
                     return Err(SessionEnd::Client(e));
@@ -71,19 +80,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 
     /// A same-connection statement gets the connection that ran the previous one when it
     /// is still idle; otherwise LAST_INSERT_ID is carried over to the new connection.
-    async fn acquire_for(&mut self, stmt: &Statement, target: Target, exclude: Option<usize>) -> Result<InUse, ClientError> {
+    async fn acquire_for(
+        &mut self,
+        stmt: &Statement,
+        target: Target,
+        exclude: Option<usize>,
+    ) -> Result<InUse, ClientError> {
         if stmt.same_connection && self.held.is_none() && exclude.is_none() {
             if let Some(u) = self.acquire_previous().await {
                 return Ok(u);
             }
         }
         let mut u = self.acquire(target, exclude).await?;
-        if stmt.same_connection && !u.from_held {
-            if self.last_insert_id != 0 {
-                let sql = format!("DO LAST_INSERT_ID({})", self.last_insert_id);
-                if let Err(e) = u.lease.conn().query_ok(&sql).await {
-                    return Err(ClientError::Internal(format!("carrying LAST_INSERT_ID over: {e}")));
-                }
+        if stmt.same_connection && !u.from_held && self.last_insert_id != 0 {
+            let sql = format!("DO LAST_INSERT_ID({})", self.last_insert_id);
+            if let Err(e) = u.lease.conn().query_ok(&sql).await {
+                let e = format!("carrying LAST_INSERT_ID over: {e}");
+                return Err(ClientError::Internal(e));
             }
         }
         Ok(u)
@@ -133,7 +146,10 @@ pub(super) fn apply_change(state: &mut ConnState, c: &SessionChange) {
     match c {
         SessionChange::UseSchema(db) => state.schema = Some(db.clone()),
         SessionChange::SetNames { charset, collation } => {
-            state.charset = Charset::Names { charset: charset.clone(), collation: collation.clone() };
+            state.charset = Charset::Names {
+                charset: charset.clone(),
+                collation: collation.clone(),
+            };
         }
         SessionChange::SetVar { name, value } if value.eq_ignore_ascii_case("DEFAULT") => {
             state.vars.remove(name);
@@ -141,13 +157,20 @@ pub(super) fn apply_change(state: &mut ConnState, c: &SessionChange) {
         SessionChange::SetVar { name, value } => {
             state.vars.insert(name.clone(), value.clone());
         }
-        SessionChange::SetTransaction { isolation, read_only } => {
+        SessionChange::SetTransaction {
+            isolation,
+            read_only,
+        } => {
             let mut parts = Vec::new();
             if let Some(i) = isolation {
                 parts.push(format!("ISOLATION LEVEL {i}"));
             }
             if let Some(ro) = read_only {
-                parts.push(if *ro { "READ ONLY".into() } else { "READ WRITE".into() });
+                parts.push(if *ro {
+                    "READ ONLY".into()
+                } else {
+                    "READ WRITE".into()
+                });
             }
             merge_transaction(state, parts);
         }

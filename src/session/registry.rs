@@ -31,10 +31,12 @@ pub struct Registry {
 }
 
 impl Registry {
-
     /// A fresh connection id before the user is known.
     pub fn next_id(&self) -> u32 {
-        self.next.fetch_add(1, Ordering::Relaxed).wrapping_add(1).max(1)
+        self.next
+            .fetch_add(1, Ordering::Relaxed)
+            .wrapping_add(1)
+            .max(1)
     }
 
     pub fn insert(&self, id: u32, user: &str) -> Arc<Handle> {

@@ -23,18 +23,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             ..Statement::default()
         };
         let target = self.route(&stmt);
-        self.run_statement(p, &stmt, target, ResponseKind::Results).await
+        self.run_statement(p, &stmt, target, ResponseKind::Results)
+            .await
     }
 
     pub(super) async fn field_list(&mut self, p: &[u8]) -> Result<(), SessionEnd> {
-        let stmt = Statement { target: Target::Standby, ..Statement::default() };
+        let stmt = Statement {
+            target: Target::Standby,
+            ..Statement::default()
+        };
         let target = self.route(&stmt);
-        self.run_statement(p, &stmt, target, ResponseKind::FieldList).await
+        self.run_statement(p, &stmt, target, ResponseKind::FieldList)
+            .await
     }
 
     /// COM_STATISTICS: one string packet from a backend.
     pub(super) async fn statistics(&mut self, p: &[u8]) -> Result<(), SessionEnd> {
-        let stmt = Statement { target: Target::Standby, ..Statement::default() };
+        let stmt = Statement {
+            target: Target::Standby,
+            ..Statement::default()
+        };
         let mut u = match self.acquire(self.route(&stmt), None).await {
             Ok(u) => u,
             Err(e) => return self.send_err(1, &e).await,
@@ -46,7 +54,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 Ok(())
             }
             Err(e) => {
-                let err = ClientError::BackendLost { backend: self.node_name(u.node), detail: e.to_string() };
+                let err = ClientError::BackendLost {
+                    backend: self.node_name(u.node),
+                    detail: e.to_string(),
+                };
                 self.send_err(1, &err).await
             }
         }
@@ -58,17 +69,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             Some(cmd::MYSQL_OPTION_MULTI_STATEMENTS_ON) => true,
             Some(cmd::MYSQL_OPTION_MULTI_STATEMENTS_OFF) => false,
             _ => {
-                let e = ClientError::Server { code: 1047, state: *b"08S01", message: "Unknown option to COM_SET_OPTION".into() };
+                let e = ClientError::Server {
+                    code: 1047,
+                    state: *b"08S01",
+                    message: "Unknown option to COM_SET_OPTION".into(),
+                };
                 return self.send_err(1, &e).await;
             }
         };
-        self.caps.set(crate::protocol::CapabilityFlags::CLIENT_MULTI_STATEMENTS, on);
+        self.caps.set(
+            crate::protocol::CapabilityFlags::CLIENT_MULTI_STATEMENTS,
+            on,
+        );
         self.want.multi_statements = Some(on);
         let status = self.flags().bits();
         let reply = if self.classic_client() {
             eof_payload(0, status).to_vec()
         } else {
-            ok_payload_with(0xFE, &OkInfo { status, ..OkInfo::default() })
+            ok_payload_with(
+                0xFE,
+                &OkInfo {
+                    status,
+                    ..OkInfo::default()
+                },
+            )
         };
         self.io.send(1, &reply).await?;
         Ok(())
@@ -87,23 +111,35 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         self.txn_lost = false;
         self.last_conn = None;
         self.status = StatusFlags::SERVER_STATUS_AUTOCOMMIT.bits();
-        let keep = (self.want.schema.take(), self.want.charset.clone(), self.want.multi_statements);
+        let keep = (
+            self.want.schema.take(),
+            self.want.charset.clone(),
+            self.want.multi_statements,
+        );
         self.want = Default::default();
         self.want.schema = keep.0;
-        self.want.charset = if keep.1 == Charset::Unknown { Charset::Unknown } else { keep.1 };
+        self.want.charset = if keep.1 == Charset::Unknown {
+            Charset::Unknown
+        } else {
+            keep.1
+        };
         self.want.multi_statements = keep.2;
         self.send_ok().await
     }
 
     pub(super) async fn process_kill(&mut self, p: &[u8]) -> Result<(), SessionEnd> {
-        let id = p.get(1..5).map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+        let id = p
+            .get(1..5)
+            .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
         self.kill(u64::from(id), false).await
     }
 
     /// KILL [QUERY] n names a switchyard connection id: the query it runs now is killed on
     /// its backend; KILL CONNECTION also closes that client session.
     pub(super) async fn kill(&mut self, id: u64, query_only: bool) -> Result<(), SessionEnd> {
-        let target = u32::try_from(id).ok().and_then(|i| self.shared.registry.get(i));
+        let target = u32::try_from(id)
+            .ok()
+            .and_then(|i| self.shared.registry.get(i));
         let Some(h) = target else {
             return self.send_err(1, &ClientError::NoSuchThread(id)).await;
         };
@@ -117,7 +153,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
         if !query_only {
             if h.id == self.handle.id {
-                let e = ClientError::Server { code: 1927, state: *b"70100", message: "Connection was killed".into() };
+                let e = ClientError::Server {
+                    code: 1927,
+                    state: *b"70100",
+                    message: "Connection was killed".into(),
+                };
                 self.send_err(1, &e).await?;
                 return Err(SessionEnd::Closed("killed itself".into()));
             }

@@ -35,12 +35,20 @@ pub async fn check_loop(
         let report = match result {
             Ok(()) => {
                 failed = 0;
-                Some(Update::Health { id, ok: true, error: None })
+                Some(Update::Health {
+                    id,
+                    ok: true,
+                    error: None,
+                })
             }
             Err(e) => {
                 conn = None;
                 failed += 1;
-                (failed >= hp.failures).then(|| Update::Health { id, ok: false, error: Some(e) })
+                (failed >= hp.failures).then_some(Update::Health {
+                    id,
+                    ok: false,
+                    error: Some(e),
+                })
             }
         };
         if let Some(r) = report {
@@ -56,7 +64,11 @@ pub async fn check_loop(
     }
 }
 
-async fn check_once(conn: &mut Option<BackendConn>, params: &ConnectParams, timeout: Duration) -> Result<(), String> {
+async fn check_once(
+    conn: &mut Option<BackendConn>,
+    params: &ConnectParams,
+    timeout: Duration,
+) -> Result<(), String> {
     let fut = async {
         // a kept connection may have died on its own (killed, wait_timeout): one failure
         // there is no verdict; a fresh connection decides
@@ -66,7 +78,9 @@ async fn check_once(conn: &mut Option<BackendConn>, params: &ConnectParams, time
             }
         }
         *conn = None;
-        let mut c = BackendConn::connect(params).await.map_err(|e| e.to_string())?;
+        let mut c = BackendConn::connect(params)
+            .await
+            .map_err(|e| e.to_string())?;
         c.simple(&[COM_PING]).await.map_err(|e| e.to_string())?;
         *conn = Some(c);
         Ok(())

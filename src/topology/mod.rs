@@ -73,7 +73,11 @@ impl Snapshot {
 #[derive(Debug)]
 pub enum Update {
     /// A health check finished.
-    Health { id: usize, ok: bool, error: Option<String> },
+    Health {
+        id: usize,
+        ok: bool,
+        error: Option<String>,
+    },
     /// A session failed to connect or lost a connection: check again soon.
     Suspect { id: usize, error: String },
 }
@@ -88,7 +92,10 @@ impl Topology {
     pub fn new(entries: Vec<Entry>) -> (Arc<Topology>, mpsc::Receiver<Update>) {
         let (tx, rx) = mpsc::channel(1024);
         let t = Topology {
-            current: ArcSwap::from_pointee(Snapshot { entries, version: 1 }),
+            current: ArcSwap::from_pointee(Snapshot {
+                entries,
+                version: 1,
+            }),
             updates: tx,
         };
         (Arc::new(t), rx)
@@ -117,7 +124,11 @@ impl Topology {
 }
 
 /// The owner loop: applies updates and publishes snapshots until every sender is gone.
-pub async fn run_owner(topo: Arc<Topology>, mut rx: mpsc::Receiver<Update>, pokes: Vec<Arc<tokio::sync::Notify>>) {
+pub async fn run_owner(
+    topo: Arc<Topology>,
+    mut rx: mpsc::Receiver<Update>,
+    pokes: Vec<Arc<tokio::sync::Notify>>,
+) {
     while let Some(u) = rx.recv().await {
         let mut next = (**topo.current.load()).clone();
         let changed = apply(&mut next, u, &pokes);

@@ -30,7 +30,9 @@ impl Chaos {
                 let mut rx = rx.clone();
                 rx.borrow_and_update();
                 tokio::spawn(async move {
-                    let Ok(mut server) = TcpStream::connect(target).await else { return };
+                    let Ok(mut server) = TcpStream::connect(target).await else {
+                        return;
+                    };
                     let mut client = client;
                     client.set_nodelay(true).ok();
                     server.set_nodelay(true).ok();

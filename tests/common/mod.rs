@@ -31,7 +31,11 @@ pub fn ensure_cluster() {
         // test processes start in parallel: one `up` at a time
         let root = env!("CARGO_MANIFEST_DIR");
         let st = std::process::Command::new("flock")
-            .args(["/tmp/switchyard-cluster.lock", &format!("{root}/scripts/local-cluster.sh"), "up"])
+            .args([
+                "/tmp/switchyard-cluster.lock",
+                &format!("{root}/scripts/local-cluster.sh"),
+                "up",
+            ])
             .stdout(std::process::Stdio::null())
             .status()
             .expect("run scripts/local-cluster.sh");
@@ -41,7 +45,8 @@ pub fn ensure_cluster() {
 
 /// examples/local.toml on ephemeral ports, adjusted by `tweak`.
 pub fn config(tweak: impl FnOnce(&mut Config)) -> Config {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/local.toml")).unwrap();
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/local.toml"))
+        .unwrap();
     let mut cfg = Config::from_toml(&text).unwrap();
     cfg.server.listen = "127.0.0.1:0".into();
     cfg.server.admin_listen = "127.0.0.1:0".into();
@@ -55,7 +60,9 @@ pub fn config(tweak: impl FnOnce(&mut Config)) -> Config {
 /// Starts a proxy and waits (bounded) until its first health checks finished.
 pub async fn start(cfg: Config) -> Running {
     ensure_cluster();
-    let r = switchyard::app::start(cfg).await.expect("switchyard starts");
+    let r = switchyard::app::start(cfg)
+        .await
+        .expect("switchyard starts");
     for _ in 0..100 {
         if r.shared.topology.snapshot().ready() {
             return r;
@@ -81,7 +88,9 @@ pub fn opts(r: &Running, user: &str) -> Opts {
 }
 
 pub async fn connect(r: &Running, user: &str) -> Conn {
-    Conn::new(opts(r, user)).await.expect("connect through switchyard")
+    Conn::new(opts(r, user))
+        .await
+        .expect("connect through switchyard")
 }
 
 /// A direct connection to one server as `app`.

@@ -20,7 +20,12 @@ pub fn classic_caps() -> CapabilityFlags {
 }
 
 /// Connects and authenticates; Err carries the server's first reply payload on failure.
-pub async fn connect(port: u16, user: &str, password: &str, caps: CapabilityFlags) -> Result<Raw, Vec<u8>> {
+pub async fn connect(
+    port: u16,
+    user: &str,
+    password: &str,
+    caps: CapabilityFlags,
+) -> Result<Raw, Vec<u8>> {
     let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     let mut io = PacketStream::new(tcp, 1 << 26);
     let g = io.read_packet().await.unwrap();
@@ -47,13 +52,20 @@ pub async fn connect(port: u16, user: &str, password: &str, caps: CapabilityFlag
         return Err(r.payload.to_vec());
     }
     let _ = handshake::is_ssl_request(&[]);
-    Ok(Raw { io, conn_id: hs.connection_id() })
+    Ok(Raw {
+        io,
+        conn_id: hs.connection_id(),
+    })
 }
 
 impl Raw {
     /// Sends a command and returns the reply packets up to (and including) the first
     /// packet for which `last` says true.
-    pub async fn command(&mut self, payload: &[u8], last: impl Fn(&[u8], usize) -> bool) -> Vec<Vec<u8>> {
+    pub async fn command(
+        &mut self,
+        payload: &[u8],
+        last: impl Fn(&[u8], usize) -> bool,
+    ) -> Vec<Vec<u8>> {
         self.io.send(0, payload).await.unwrap();
         let mut out = Vec::new();
         loop {
