@@ -75,6 +75,8 @@ async fn status(State(s): State<Arc<Shared>>) -> Json<Value> {
         "standby_reads": st.standby_reads.load(Ordering::Relaxed),
         "primary_statements": st.primary_statements.load(Ordering::Relaxed),
         "read_retries": st.read_retries.load(Ordering::Relaxed),
+        "optimistic_moved": st.optimistic_moved.load(Ordering::Relaxed),
+        "optimistic_failed": st.optimistic_failed.load(Ordering::Relaxed),
         "auth_failures": st.auth_failures.load(Ordering::Relaxed),
         "rejected_connections": st.rejected_connections.load(Ordering::Relaxed),
     }))

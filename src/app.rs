@@ -241,6 +241,7 @@ fn session_limits(cfg: &Config) -> SessionLimits {
         idle_timeout: (cfg.server.client_idle_timeout_s > 0)
             .then(|| Duration::from_secs(cfg.server.client_idle_timeout_s)),
         max_statements: 16_382,
+        optimistic: cfg.routing.optimistic_transactions,
     }
 }
 

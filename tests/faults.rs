@@ -242,3 +242,76 @@ async fn a_standby_that_refuses_connections_leaves_the_rotation() {
     }
     panic!("the standby did not come back");
 }
+
+/// Stops or starts the SQL thread of a replica (as app, which holds SUPER).
+async fn replica_sql_thread(host: &str, run: bool) {
+    let q = if run {
+        "START SLAVE SQL_THREAD"
+    } else {
+        "STOP SLAVE SQL_THREAD"
+    };
+    direct(host).await.query_drop(q).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_optimistic_transaction_whose_reads_changed_fails_with_a_retryable_deadlock() {
+    let p = proxy_with("127.0.0.11:3306".into(), Some("127.0.0.12:3306".into())).await;
+    let mut c = connect(&p, "strict").await;
+    let t = table("stale");
+    c.query_drop(format!("CREATE TABLE {t} (id INT PRIMARY KEY, v INT)"))
+        .await
+        .unwrap();
+    c.query_drop(format!("INSERT INTO {t} VALUES (1, 1)"))
+        .await
+        .unwrap();
+    wait_replicated(&t).await;
+    for _ in 0..100 {
+        let n: Option<u32> = direct(STANDBYS[0])
+            .await
+            .query_first(format!("SELECT COUNT(*) FROM {t}"))
+            .await
+            .unwrap();
+        if n == Some(1) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // the standby falls behind: what the transaction reads there is stale
+    replica_sql_thread(STANDBYS[0], false).await;
+    let mut other = direct(PRIMARY).await;
+    other
+        .query_drop(format!("UPDATE {t} SET v = 2 WHERE id = 1"))
+        .await
+        .unwrap();
+    c.query_drop("BEGIN").await.unwrap();
+    let v: u32 = c
+        .query_first(format!("SELECT v FROM {t} WHERE id = 1"))
+        .await
+        .unwrap()
+        .unwrap();
+    let r = c
+        .query_drop(format!("UPDATE {t} SET v = {} WHERE id = 1", v + 10))
+        .await;
+    replica_sql_thread(STANDBYS[0], true).await;
+    assert_eq!(v, 1, "the stale read came from the standby");
+    let e = r.unwrap_err();
+    assert_eq!(code(&e), Some(1213), "{e}");
+    assert_eq!(
+        p.shared
+            .stats
+            .optimistic_failed
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    // the transaction is over; the session goes on and nothing stale was written
+    let on_primary: u32 = other
+        .query_first(format!("SELECT v FROM {t} WHERE id = 1"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        on_primary, 2,
+        "the write based on a stale read never happened"
+    );
+    c.query_drop(format!("DROP TABLE {t}")).await.unwrap();
+}

@@ -264,3 +264,95 @@ async fn session_variables_follow_the_session_across_connections() {
         assert_ne!(tz, "+03:00", "session state leaked to another client");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_transactions_run_on_standbys_and_move_when_they_write() {
+    let p = start_default().await;
+    let stats = &p.shared.stats;
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    let mut c = connect(&p, "strict").await;
+    let t = table("otx");
+    c.query_drop(format!("CREATE TABLE {t} (id INT PRIMARY KEY, v INT)"))
+        .await
+        .unwrap();
+    c.query_drop(format!("INSERT INTO {t} VALUES (1, 10), (2, 20)"))
+        .await
+        .unwrap();
+    wait_replicated(&t).await;
+    // settle: the rows themselves have replicated
+    for h in STANDBYS {
+        for _ in 0..100 {
+            if direct(h)
+                .await
+                .query_first::<u32, _>(format!("SELECT COUNT(*) FROM {t}"))
+                .await
+                .unwrap()
+                == Some(2)
+            {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+    let reads0 = load(&stats.standby_reads);
+    let primary0 = load(&stats.primary_statements);
+    c.query_drop("BEGIN").await.unwrap();
+    let v: u32 = c
+        .query_first(format!("SELECT v FROM {t} WHERE id = 1"))
+        .await
+        .unwrap()
+        .unwrap();
+    let n: u32 = c
+        .query_first(format!("SELECT COUNT(*) FROM {t}"))
+        .await
+        .unwrap()
+        .unwrap();
+    c.query_drop("COMMIT").await.unwrap();
+    assert_eq!((v, n), (10, 2));
+    assert_eq!(
+        load(&stats.standby_reads) - reads0,
+        3,
+        "two reads and the COMMIT ran on a standby"
+    );
+    assert_eq!(
+        load(&stats.primary_statements) - primary0,
+        0,
+        "nothing of it on the primary"
+    );
+    // a transaction that reads, then writes: it moves to the primary invisibly
+    let moved0 = load(&stats.optimistic_moved);
+    c.query_drop("START TRANSACTION").await.unwrap();
+    let v: u32 = c
+        .query_first(format!("SELECT v FROM {t} WHERE id = 2"))
+        .await
+        .unwrap()
+        .unwrap();
+    c.query_drop(format!("UPDATE {t} SET v = {} WHERE id = 2", v + 1))
+        .await
+        .unwrap();
+    let v2: u32 = c
+        .query_first(format!("SELECT v FROM {t} WHERE id = 2"))
+        .await
+        .unwrap()
+        .unwrap();
+    c.query_drop("COMMIT").await.unwrap();
+    assert_eq!((v, v2), (20, 21));
+    assert_eq!(load(&stats.optimistic_moved) - moved0, 1);
+    let on_primary: u32 = direct(PRIMARY)
+        .await
+        .query_first(format!("SELECT v FROM {t} WHERE id = 2"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(on_primary, 21, "the write committed on the primary");
+    // a transaction that asks for server state opens on the primary
+    let pid = primary_id().await;
+    c.query_drop("BEGIN").await.unwrap();
+    let s: u32 = c.query_first("SELECT @@server_id").await.unwrap().unwrap();
+    c.query_drop("ROLLBACK").await.unwrap();
+    assert_eq!(s, pid);
+    // an empty transaction needs no backend at all
+    c.query_drop("BEGIN").await.unwrap();
+    c.query_drop("COMMIT").await.unwrap();
+    c.query_drop(format!("DROP TABLE {t}")).await.unwrap();
+}

@@ -36,6 +36,14 @@ pub enum BackendError {
 }
 
 impl BackendError {
+    /// As a wire error, for the lost-backend paths.
+    pub fn into_proto(self) -> ProtoError {
+        match self {
+            BackendError::Io(p) => p,
+            other => ProtoError::Io(std::io::Error::other(other.to_string())),
+        }
+    }
+
     /// The connection can no longer be used.
     pub fn is_fatal(&self) -> bool {
         !matches!(self, BackendError::Server(_))

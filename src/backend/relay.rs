@@ -2,8 +2,12 @@
 //! chunks, headers scanned in place, sequence ids renumbered when EOFs are added or
 //! changed. Nothing is decoded except terminators; a response is never buffered whole.
 
+use std::hash::Hasher;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use bytes::Buf;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::protocol::packet::{header, PacketStream};
@@ -35,6 +39,8 @@ pub struct Relay<'a, C> {
     pub touched: bool,
     /// Sequence id the backend expects next from us (LOCAL INFILE data).
     pub backend_seq: u8,
+    /// Digest of every byte written to the client (optimistic transactions compare it).
+    pub digest: Option<&'a mut std::collections::hash_map::DefaultHasher>,
 }
 
 impl<C: AsyncRead + AsyncWrite + Unpin> Relay<'_, C> {
@@ -131,6 +137,9 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Relay<'_, C> {
             return Ok(());
         }
         self.touched = true;
+        if let Some(h) = self.digest.as_mut() {
+            h.write(&self.client.wbuf);
+        }
         self.client.flush().await.map_err(RelayError::Client)
     }
 
@@ -152,5 +161,34 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Relay<'_, C> {
                 return Ok(());
             }
         }
+    }
+}
+
+/// A client that takes every byte and never sends one: where a replayed response goes.
+pub struct Discard;
+
+impl AsyncWrite for Discard {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Poll::Ready(Ok(buf.len()))
+    }
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncRead for Discard {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        _: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(())) // end of stream
     }
 }

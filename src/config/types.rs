@@ -91,11 +91,23 @@ pub enum RoutePolicy {
     Primary,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RoutingConfig {
     /// After a session writes, its reads stay on the primary this long (0: off).
     pub read_your_writes_ms: u64,
+    /// A plain BEGIN opens where its first statement belongs: read-only transactions run
+    /// on standbys (see README, "Optimistic transactions").
+    pub optimistic_transactions: bool,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        RoutingConfig {
+            read_your_writes_ms: 0,
+            optimistic_transactions: true,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -175,6 +175,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// Drops all session state (a held connection is closed: its transaction rolls back).
     fn start_over(&mut self, user: &str, schema: Option<String>, collation: Option<u8>) {
         self.held = None;
+        self.spec = super::optimistic::Spec::Off;
         self.pins.clear();
         self.stmts.clear();
         self.txn_lost = false;

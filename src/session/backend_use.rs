@@ -1,6 +1,7 @@
 //! Getting a backend connection for a command and giving it back: the route decision,
 //! the lease (or the held connection), state sync, and what happens when a backend fails.
 
+use std::collections::hash_map::DefaultHasher;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
@@ -46,7 +47,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         Target::Standby
     }
 
-    fn read_your_writes(&self) -> bool {
+    pub(super) fn read_your_writes(&self) -> bool {
         let w = self.shared.limits.read_your_writes;
         !w.is_zero() && self.last_write.is_some_and(|t| t.elapsed() < w)
     }
@@ -83,7 +84,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             return Ok(InUse {
                 lease: h.lease,
                 node: h.node,
-                standby: false,
+                standby: h.standby,
                 from_held: true,
             });
         }
@@ -176,38 +177,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
     }
 
-    /// Sends a command on a connection and relays its response to the client.
+    /// Sends a command on a connection and relays its response to the client; with a
+    /// digest, every byte the client gets is hashed too.
     pub(super) async fn forward(
         &mut self,
         u: &mut InUse,
         payload: &[u8],
         kind: ResponseKind,
+        digest: Option<&mut DefaultHasher>,
     ) -> Forwarded {
         let classic = self.classic_client();
         let conn = u.lease.conn();
-        *self.handle.running.lock() = Some(Running {
+        let running = Running {
             node: u.node,
             thread_id: conn.thread_id,
-        });
-        conn.queue_command(payload);
-        if let Err(err) = conn.io.flush().await {
-            *self.handle.running.lock() = None;
-            let result = Err(RelayError::Backend {
-                err,
-                client_touched: false,
-            });
-            return Forwarded { result, out_seq: 1 };
-        }
-        let mut relay = Relay {
-            backend: &mut conn.io,
-            client: &mut self.io,
-            out_seq: 1,
-            touched: false,
-            backend_seq: 0,
         };
-        let mut scanner = Scanner::new(kind, classic);
-        let result = relay.run(&mut scanner).await;
-        let out_seq = relay.out_seq;
+        *self.handle.running.lock() = Some(running);
+        let (result, out_seq) = relay_on(conn, &mut self.io, payload, kind, classic, digest).await;
         *self.handle.running.lock() = None;
         Forwarded { result, out_seq }
     }
@@ -224,6 +210,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             self.held = Some(Held {
                 lease: u.lease,
                 node: u.node,
+                standby: u.standby,
             });
         } else {
             u.lease.release();
@@ -257,6 +244,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         tracing::warn!(backend = %name, error = %err, "backend connection lost during a command");
         self.shared.topology.suspect(u.node, err.to_string());
         drop(u);
+        self.spec = super::optimistic::Spec::Off;
         let in_txn = self.in_transaction();
         self.status &= !StatusFlags::SERVER_STATUS_IN_TRANS.bits();
         if let Some(what) = self.pins.unrecoverable() {
@@ -328,4 +316,36 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             s.primary_statements.fetch_add(1, Ordering::Relaxed);
         }
     }
+}
+
+/// Sends `payload` on `conn` and relays the response to `client`.
+pub(super) async fn relay_on<C: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut crate::backend::BackendConn,
+    client: &mut crate::protocol::packet::PacketStream<C>,
+    payload: &[u8],
+    kind: ResponseKind,
+    classic: bool,
+    digest: Option<&mut DefaultHasher>,
+) -> (Result<Summary, RelayError>, u8) {
+    conn.queue_command(payload);
+    if let Err(err) = conn.io.flush().await {
+        return (
+            Err(RelayError::Backend {
+                err,
+                client_touched: false,
+            }),
+            1,
+        );
+    }
+    let mut relay = Relay {
+        backend: &mut conn.io,
+        client,
+        out_seq: 1,
+        touched: false,
+        backend_seq: 0,
+        digest,
+    };
+    let mut scanner = Scanner::new(kind, classic);
+    let result = relay.run(&mut scanner).await;
+    (result, relay.out_seq)
 }

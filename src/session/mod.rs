@@ -3,6 +3,8 @@
 
 mod auth;
 mod backend_use;
+mod command;
+mod optimistic;
 mod pins;
 mod prepared;
 mod query;
@@ -42,6 +44,8 @@ pub struct SessionLimits {
     pub read_your_writes: Duration,
     pub idle_timeout: Option<Duration>,
     pub max_statements: usize,
+    /// Plain BEGIN opens where the first statement belongs (see session/optimistic.rs).
+    pub optimistic: bool,
 }
 
 /// What all sessions share.
@@ -58,6 +62,7 @@ pub struct Shared {
 pub struct Held {
     pub lease: Lease,
     pub node: usize,
+    pub standby: bool,
 }
 
 /// One client's session.
@@ -82,6 +87,12 @@ pub struct Session<S> {
     txn_lost: bool,
     stmts: HashMap<u32, ClientStmt>,
     next_stmt: u32,
+    /// Optimistic transaction state.
+    spec: optimistic::Spec,
+    /// Transactions to send straight to the primary before trying a standby again.
+    spec_cooldown: u32,
+    spec_backoff: u32,
+    spec_writers: optimistic::Writers,
 }
 
 /// The backend connection that ran a session's previous statement.
@@ -156,6 +167,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             txn_lost: false,
             stmts: HashMap::new(),
             next_stmt: 1,
+            spec: optimistic::Spec::Off,
+            spec_cooldown: 0,
+            spec_backoff: optimistic::COOLDOWN,
+            spec_writers: optimistic::Writers::default(),
         }
     }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::backend_use::InUse;
+use super::command::{Cmd, ExecInfo};
 use super::pins::Pin;
 use super::{Session, SessionEnd};
 use crate::backend::relay::RelayError;
@@ -18,7 +18,6 @@ use crate::error::ClientError;
 use crate::protocol::command as cmd;
 use crate::protocol::messages::eof_payload;
 use crate::protocol::scan::ResponseKind;
-use crate::protocol::StatusFlags;
 use crate::router::{self, Statement};
 
 /// A statement as the client knows it.
@@ -78,7 +77,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 self.finish(u);
                 self.send_err(1, &e.into()).await
             }
-            Err(e) => self.backend_lost(u, protocol_err(e), 1).await,
+            Err(e) => self.backend_lost(u, e.into_proto(), 1).await,
         }
     }
 
@@ -110,60 +109,40 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     }
 
     pub(super) async fn stmt_execute(&mut self, p: &[u8]) -> Result<(), SessionEnd> {
-        let Some((id, sql, class, params)) = self.lookup(p) else {
+        let Some((id, _, class, params)) = self.lookup(p) else {
             return self.unknown_stmt(p, "mysqld_stmt_execute").await;
         };
         let types_at = 10 + usize::from(params).div_ceil(8);
         let bound = params > 0 && p.get(types_at) == Some(&1);
         if bound {
-            if let (Some(st), Some(t)) = (
-                self.stmts.get_mut(&id),
-                p.get(types_at + 1..types_at + 1 + 2 * usize::from(params)),
-            ) {
+            let types = p.get(types_at + 1..types_at + 1 + 2 * usize::from(params));
+            if let (Some(st), Some(t)) = (self.stmts.get_mut(&id), types) {
                 st.types = Some(t.to_vec());
             }
         }
         let cursor = p
             .get(5)
             .is_some_and(|f| f & cmd::CURSOR_TYPE_READ_ONLY != 0);
+        let exec = ExecInfo {
+            id,
+            types_at,
+            bound,
+            cursor,
+        };
         let target = self.route(&class);
-        let key = self.stmt_key(&sql);
-        let mut u = match self.acquire(target, None).await {
-            Ok(u) => u,
-            Err(e) => return self.send_err(1, &e).await,
-        };
-        let payload = match self
-            .execute_payload(&mut u, &key, id, p, types_at, bound)
-            .await
-        {
-            Ok(pl) => pl,
-            Err(BackendError::Server(e)) => {
-                self.finish(u);
-                return self.send_err(1, &e.into()).await;
-            }
-            Err(e) => return self.backend_lost(u, protocol_err(e), 1).await,
-        };
-        self.count_route(&u);
-        let f = self.forward(&mut u, &payload, ResponseKind::Results).await;
+        self.run_statement(
+            &Cmd {
+                payload: p,
+                exec: Some(exec),
+            },
+            &class,
+            target,
+            ResponseKind::Results,
+        )
+        .await?;
         self.pins.remove(Pin::LongData(id));
-        match f.result {
-            Ok(summary) => {
-                self.after_statement(&mut u, &class, &summary);
-                let open = summary
-                    .flags()
-                    .is_some_and(|f| f.contains(StatusFlags::SERVER_STATUS_CURSOR_EXISTS));
-                if cursor && open && self.pins.add(Pin::Cursor(id)) {
-                    self.shared.stats.count_pin("cursor");
-                }
-                self.finish(u);
-                Ok(())
-            }
-            Err(RelayError::Backend { err, .. }) => self.backend_lost(u, err, f.out_seq).await,
-            Err(RelayError::Client(e)) => {
-                self.abandon(u);
-                Err(SessionEnd::Client(e))
-            }
-        }
+        self.release_if_unpinned();
+        Ok(())
     }
 
     fn lookup(&self, p: &[u8]) -> Option<(u32, Arc<[u8]>, Statement, u16)> {
@@ -178,36 +157,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             .map_or(0, |b| u32::from_le_bytes(b.try_into().unwrap_or_default()));
         self.send_err(1, &ClientError::UnknownStatement(id, what))
             .await
-    }
-
-    /// The EXECUTE for this connection: its own statement id, and the cached parameter
-    /// types when the client omitted them but this connection has not seen them.
-    async fn execute_payload(
-        &mut self,
-        u: &mut InUse,
-        key: &StmtKey,
-        id: u32,
-        p: &[u8],
-        types_at: usize,
-        bound: bool,
-    ) -> Result<Vec<u8>, BackendError> {
-        let stmt = ensure_prepared(u.lease.conn(), key).await?;
-        let mut out = Vec::with_capacity(p.len() + 64);
-        out.extend_from_slice(p);
-        out[1..5].copy_from_slice(&stmt.id.to_le_bytes());
-        let types = self.stmts.get(&id).and_then(|s| s.types.clone());
-        if stmt.params > 0 && !bound && !stmt.types_sent {
-            if let (Some(t), true) = (types, out.len() > types_at) {
-                out[types_at] = 1;
-                out.splice(types_at + 1..types_at + 1, t);
-            }
-        }
-        if stmt.params > 0 && (bound || out.get(types_at) == Some(&1)) {
-            if let Some(s) = u.lease.conn().stmts.get(key) {
-                s.types_sent = true;
-            }
-        }
-        Ok(out)
     }
 
     pub(super) fn stmt_close(&mut self, p: &[u8]) -> Result<(), SessionEnd> {
@@ -295,7 +244,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         };
         let mut out = p.to_vec();
         out[1..5].copy_from_slice(&bs.id.to_le_bytes());
-        let f = self.forward(&mut u, &out, ResponseKind::Rows).await;
+        let f = self.forward(&mut u, &out, ResponseKind::Rows, None).await;
         match f.result {
             Ok(s) => {
                 self.take_status(&s);
@@ -320,15 +269,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     }
 }
 
-fn protocol_err(e: BackendError) -> crate::protocol::ProtoError {
-    match e {
-        BackendError::Io(p) => p,
-        other => crate::protocol::ProtoError::Io(std::io::Error::other(other.to_string())),
-    }
-}
-
 /// The statement on this connection, prepared now if it is not cached.
-async fn ensure_prepared(
+pub(super) async fn ensure_prepared(
     conn: &mut BackendConn,
     key: &StmtKey,
 ) -> Result<BackendStmt, BackendError> {

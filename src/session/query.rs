@@ -4,10 +4,12 @@
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::backend_use::InUse;
+use super::command::Cmd;
 use super::pins::Pin;
 use super::{Session, SessionEnd};
 use crate::backend::relay::RelayError;
 use crate::backend::state::{Charset, ConnState};
+use crate::backend::BackendError;
 use crate::error::ClientError;
 use crate::protocol::scan::{ResponseKind, Summary};
 use crate::protocol::{CapabilityFlags, StatusFlags};
@@ -28,7 +30,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             return self.kill(k.id, k.query_only).await;
         }
         let target = self.route(&stmt);
-        self.run_statement(p, &stmt, target, ResponseKind::Results)
+        self.run_statement(&Cmd::plain(p), &stmt, target, ResponseKind::Results)
             .await
     }
 
@@ -36,29 +38,42 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// elsewhere when its standby failed before any byte reached the client.
     pub(super) async fn run_statement(
         &mut self,
-        payload: &[u8],
+        cmd: &Cmd<'_>,
         stmt: &Statement,
         target: Target,
         kind: ResponseKind,
     ) -> Result<(), SessionEnd> {
+        if self.optimistic(cmd, stmt).await? {
+            return Ok(());
+        }
         let mut exclude = None;
         loop {
             let mut u = match self.acquire_for(stmt, target, exclude).await {
                 Ok(u) => u,
                 Err(e) => return self.send_err(1, &e).await,
             };
+            let wire = match self.wire_payload(&mut u, cmd).await {
+                Ok(w) => w,
+                Err(BackendError::Server(e)) => {
+                    self.finish(u);
+                    return self.send_err(1, &e.into()).await;
+                }
+                Err(e) => return self.backend_lost(u, e.into_proto(), 1).await,
+            };
             self.count_route(&u);
-            let f = self.forward(&mut u, payload, kind).await;
+            let mut digest = self.spec_digest();
+            let f = self.forward(&mut u, &wire, kind, digest.as_mut()).await;
             match f.result {
                 Ok(summary) => {
-                    self.after_statement(&mut u, stmt, &summary);
+                    self.after_statement(&mut u, stmt, &summary, cmd);
+                    self.spec_record(cmd, digest);
                     self.finish(u);
                     return Ok(());
                 }
                 Err(RelayError::Backend {
                     client_touched: false,
                     err,
-                }) if u.standby && exclude.is_none() => {
+                }) if u.standby && !u.from_held && exclude.is_none() => {
                     tracing::info!(error = %err, "read failed on a standby before any reply; retrying elsewhere");
                     self.shared.topology.suspect(u.node, err.to_string());
                     self.shared
@@ -103,8 +118,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     }
 
     /// Applies what a finished statement did to the session.
-    pub(super) fn after_statement(&mut self, u: &mut InUse, stmt: &Statement, s: &Summary) {
+    pub(super) fn after_statement(
+        &mut self,
+        u: &mut InUse,
+        stmt: &Statement,
+        s: &Summary,
+        cmd: &Cmd<'_>,
+    ) {
         self.take_status(s);
+        if let Some(x) = cmd.exec.filter(|x| x.cursor) {
+            let open = s
+                .flags()
+                .is_some_and(|f| f.contains(StatusFlags::SERVER_STATUS_CURSOR_EXISTS));
+            if open && self.pins.add(Pin::Cursor(x.id)) {
+                self.shared.stats.count_pin("cursor");
+            }
+        }
         if s.error.is_none() {
             for c in &stmt.changes {
                 apply_change(&mut self.want, c);

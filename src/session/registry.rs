@@ -76,6 +76,9 @@ pub struct Stats {
     pub standby_reads: std::sync::atomic::AtomicU64,
     pub primary_statements: std::sync::atomic::AtomicU64,
     pub read_retries: std::sync::atomic::AtomicU64,
+    /// Optimistic transactions moved to the primary with equal reads, and those that could not.
+    pub optimistic_moved: std::sync::atomic::AtomicU64,
+    pub optimistic_failed: std::sync::atomic::AtomicU64,
     pub pins: Mutex<HashMap<&'static str, u64>>,
 }
 

@@ -3,6 +3,7 @@
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use super::command::Cmd;
 use super::{Session, SessionEnd};
 use crate::backend::state::Charset;
 use crate::error::ClientError;
@@ -23,7 +24,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             ..Statement::default()
         };
         let target = self.route(&stmt);
-        self.run_statement(p, &stmt, target, ResponseKind::Results)
+        self.run_statement(&Cmd::plain(p), &stmt, target, ResponseKind::Results)
             .await
     }
 
@@ -33,7 +34,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             ..Statement::default()
         };
         let target = self.route(&stmt);
-        self.run_statement(p, &stmt, target, ResponseKind::FieldList)
+        self.run_statement(&Cmd::plain(p), &stmt, target, ResponseKind::FieldList)
             .await
     }
 
@@ -107,6 +108,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             }
         }
         self.pins.clear();
+        self.spec = super::optimistic::Spec::Off;
         self.stmts.clear();
         self.txn_lost = false;
         self.last_conn = None;
