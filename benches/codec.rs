@@ -15,11 +15,31 @@ fn result_set(rows: usize) -> Vec<u8> {
         def.extend_from_slice(&[45, 0, 120, 0, 0, 0, 254, 0, 0, 0, 0, 0, i]);
         seq = encode_packet(&mut w, seq, &def);
     }
-    let row = [&[3u8][..], b"123", &[60], &[b'x'; 60], &[2], b"42", &[5], b"hello"].concat();
+    let row = [
+        &[3u8][..],
+        b"123",
+        &[60],
+        &[b'x'; 60],
+        &[2],
+        b"42",
+        &[5],
+        b"hello",
+    ]
+    .concat();
     for _ in 0..rows {
         seq = encode_packet(&mut w, seq, &row);
     }
-    encode_packet(&mut w, seq, &ok_payload_with(0xFE, &OkInfo { status: 2, ..OkInfo::default() }));
+    encode_packet(
+        &mut w,
+        seq,
+        &ok_payload_with(
+            0xFE,
+            &OkInfo {
+                status: 2,
+                ..OkInfo::default()
+            },
+        ),
+    );
     w
 }
 
@@ -32,7 +52,8 @@ fn scan(wire: &[u8], classic: bool) -> usize {
         let (len, _) = header(&wire[at..at + 4]);
         let want = s.wants(len, wire.get(at + 4).copied());
         let st = s.step(len, &wire[at + 4..at + 4 + want]);
-        out += usize::from(st.pre_eof.is_some()) + usize::from(matches!(st.body, Body::ReplaceEof(_)));
+        out +=
+            usize::from(st.pre_eof.is_some()) + usize::from(matches!(st.body, Body::ReplaceEof(_)));
         at += 4 + len;
         if st.next == Next::Done {
             return out;
@@ -45,8 +66,12 @@ fn bench_scan(c: &mut Criterion) {
         let wire = result_set(rows);
         let mut g = c.benchmark_group(format!("scan_{rows}_rows"));
         g.throughput(Throughput::Bytes(wire.len() as u64));
-        g.bench_function("deprecate_eof_client", |b| b.iter(|| scan(black_box(&wire), false)));
-        g.bench_function("classic_client", |b| b.iter(|| scan(black_box(&wire), true)));
+        g.bench_function("deprecate_eof_client", |b| {
+            b.iter(|| scan(black_box(&wire), false))
+        });
+        g.bench_function("classic_client", |b| {
+            b.iter(|| scan(black_box(&wire), true))
+        });
         g.finish();
     }
 }

@@ -7,11 +7,17 @@ use switchyard::router::{classify, classify_multi};
 fn bench_router(c: &mut Criterion) {
     let cases: [(&str, &[u8]); 7] = [
         ("point_select", b"SELECT c FROM sbtest1 WHERE id=4213"),
-        ("range_order", b"SELECT c FROM sbtest1 WHERE id BETWEEN 100 AND 199 ORDER BY c"),
+        (
+            "range_order",
+            b"SELECT c FROM sbtest1 WHERE id BETWEEN 100 AND 199 ORDER BY c",
+        ),
         ("update", b"UPDATE sbtest1 SET k=k+1 WHERE id=4213"),
         ("begin", b"BEGIN"),
         ("set_autocommit", b"SET AUTOCOMMIT = 0"),
-        ("for_update_subquery", b"SELECT c FROM (SELECT c FROM sbtest1 WHERE id = 5 FOR UPDATE) x"),
+        (
+            "for_update_subquery",
+            b"SELECT c FROM (SELECT c FROM sbtest1 WHERE id = 5 FOR UPDATE) x",
+        ),
         ("last_insert_id", b"SELECT LAST_INSERT_ID()"),
     ];
     let mut g = c.benchmark_group("classify");
@@ -20,7 +26,11 @@ fn bench_router(c: &mut Criterion) {
     }
     g.finish();
     c.bench_function("classify_multi_3_reads", |b| {
-        b.iter(|| classify_multi(black_box(b"SELECT 1; SELECT c FROM t WHERE id = 2; SHOW TABLES")))
+        b.iter(|| {
+            classify_multi(black_box(
+                b"SELECT 1; SELECT c FROM t WHERE id = 2; SHOW TABLES",
+            ))
+        })
     });
 }
 

@@ -100,8 +100,9 @@ pub fn sync_plan(want: &ConnState, have: &ConnState) -> SyncPlan {
             .filter(|w| have.multi_statements != Some(*w)),
         init_db: want
             .schema
-            .clone()
-            .filter(|s| have.schema.as_ref() != Some(s)),
+            .as_ref()
+            .filter(|s| have.schema.as_ref() != Some(*s))
+            .cloned(),
         set_sql,
     }
 }

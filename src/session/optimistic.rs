@@ -211,8 +211,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     }
 
     async fn maybe_defer(&mut self, cmd: &Cmd<'_>, stmt: &Statement) -> Result<bool, SessionEnd> {
+        if !stmt.begins_transaction || !self.may_speculate() {
+            return Ok(false);
+        }
         let sql = self.cmd_sql(cmd);
-        if !self.may_speculate() || !deferrable_begin(stmt, &sql) {
+        if !deferrable_begin(stmt, &sql) {
             return Ok(false);
         }
         if self.spec_cooldown > 0 {
