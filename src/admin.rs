@@ -43,6 +43,7 @@ async fn status(State(s): State<Arc<Shared>>) -> Json<Value> {
                 .map(|p| {
                     json!({
                         "user": p.user,
+                        "found_rows": p.found_rows,
                         "idle": p.idle_len(),
                         "in_use": p.stats.in_use.load(Ordering::Relaxed),
                         "opened": p.stats.opened.load(Ordering::Relaxed),

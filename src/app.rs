@@ -126,6 +126,7 @@ fn connect_params(cfg: &Config) -> ConnectParams {
         connect_timeout: Duration::from_millis(cfg.pool.connect_timeout_ms),
         max_packet: cfg.server.max_packet_bytes.max(64 << 20),
         statement_cache: cfg.pool.statement_cache,
+        found_rows: false,
     }
 }
 

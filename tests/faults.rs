@@ -264,18 +264,7 @@ async fn an_optimistic_transaction_whose_reads_changed_fails_with_a_retryable_de
     c.query_drop(format!("INSERT INTO {t} VALUES (1, 1)"))
         .await
         .unwrap();
-    wait_replicated(&t).await;
-    for _ in 0..100 {
-        let n: Option<u32> = direct(STANDBYS[0])
-            .await
-            .query_first(format!("SELECT COUNT(*) FROM {t}"))
-            .await
-            .unwrap();
-        if n == Some(1) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_rows(&t, 1).await;
     // the standby falls behind: what the transaction reads there is stale
     replica_sql_thread(STANDBYS[0], false).await;
     let mut other = direct(PRIMARY).await;

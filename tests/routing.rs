@@ -46,7 +46,7 @@ async fn side_effects_and_locking_reads_run_on_the_primary() {
     c.query_drop(format!("INSERT INTO {t} VALUES (1, 10)"))
         .await
         .unwrap();
-    wait_replicated(&t).await;
+    wait_rows(&t, 1).await;
     let cases = [
         format!("SELECT @@server_id FROM {t} LIMIT 1 FOR UPDATE"),
         format!("SELECT @@server_id FROM (SELECT id FROM {t} WHERE id = 1 FOR UPDATE) x"),
@@ -278,22 +278,7 @@ async fn read_only_transactions_run_on_standbys_and_move_when_they_write() {
     c.query_drop(format!("INSERT INTO {t} VALUES (1, 10), (2, 20)"))
         .await
         .unwrap();
-    wait_replicated(&t).await;
-    // settle: the rows themselves have replicated
-    for h in STANDBYS {
-        for _ in 0..100 {
-            if direct(h)
-                .await
-                .query_first::<u32, _>(format!("SELECT COUNT(*) FROM {t}"))
-                .await
-                .unwrap()
-                == Some(2)
-            {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-    }
+    wait_rows(&t, 2).await;
     let reads0 = load(&stats.standby_reads);
     let primary0 = load(&stats.primary_statements);
     c.query_drop("BEGIN").await.unwrap();

@@ -27,7 +27,7 @@ async fn prepared_statements_run_on_any_backend_with_their_types() {
             .await
             .unwrap();
     }
-    wait_replicated(&t).await;
+    wait_rows(&t, 20).await;
     let sel = c
         .prep(format!("SELECT s, d, @@server_id FROM {t} WHERE id = ?"))
         .await
@@ -258,4 +258,194 @@ async fn raw_commands_unknown_command_field_list_statistics_and_classic_eofs() {
         })
         .await;
     assert_eq!(&rs[3][..], b"\x06FFFE80", "{rs:?}");
+}
+
+/// Affected rows of an OK reply.
+fn affected(reply: &[Vec<u8>]) -> u64 {
+    switchyard::protocol::messages::parse_ok(&reply[0])
+        .expect("OK")
+        .affected_rows
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_found_rows_is_honoured_per_client() {
+    use switchyard::protocol::{client_capabilities, CapabilityFlags};
+    let p = start_default().await;
+    let port = p.listen.port();
+    let t = table("found");
+    let mut with = raw::connect(port, "strict", "strict", client_capabilities())
+        .await
+        .unwrap();
+    let without_caps = client_capabilities() - CapabilityFlags::CLIENT_FOUND_ROWS;
+    let mut without = raw::connect(port, "strict", "strict", without_caps)
+        .await
+        .unwrap();
+    with.query_classic(&format!("CREATE TABLE {t} (id INT PRIMARY KEY, v INT)"))
+        .await;
+    with.query_classic(&format!("INSERT INTO {t} VALUES (1, 5)"))
+        .await;
+    let same = format!("UPDATE {t} SET v = 5 WHERE id = 1");
+    assert_eq!(
+        affected(&with.query_classic(&same).await),
+        1,
+        "FOUND_ROWS: matched rows"
+    );
+    assert_eq!(
+        affected(&without.query_classic(&same).await),
+        0,
+        "no FOUND_ROWS: changed rows"
+    );
+    with.query_classic(&format!("DROP TABLE {t}")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_over_the_limit_get_1040_and_slow_handshakes_are_closed() {
+    let p = start(config(|c| {
+        c.server.max_client_connections = 2;
+        c.server.handshake_timeout_ms = 300;
+    }))
+    .await;
+    let port = p.listen.port();
+    let a = raw::connect(port, "strict", "strict", raw::classic_caps())
+        .await
+        .unwrap();
+    let b = raw::connect(port, "strict", "strict", raw::classic_caps())
+        .await
+        .unwrap();
+    let err = raw::connect(port, "strict", "strict", raw::classic_caps())
+        .await
+        .err()
+        .expect("refused");
+    let e = switchyard::protocol::messages::parse_err(&err).unwrap();
+    assert_eq!((e.code, &e.state), (1040, b"08004"));
+    drop((a, b));
+    // a client that connects and never answers the greeting is closed after the timeout
+    let mut idle = None;
+    for _ in 0..50 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let mut buf = vec![0u8; 4096];
+        use tokio::io::AsyncReadExt;
+        let n = s.read(&mut buf).await.unwrap();
+        if buf.get(4) == Some(&10) && n > 4 {
+            idle = Some(s); // a greeting: the slot was free
+            break;
+        }
+    }
+    let mut s = idle.expect("a free slot after the two clients left");
+    let mut buf = [0u8; 64];
+    use tokio::io::AsyncReadExt;
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(10), s.read(&mut buf)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "the silent client was closed: {closed:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_data_local_infile_goes_through() {
+    let p = start_default().await;
+    let t = table("infile");
+    let file = std::env::temp_dir().join(format!("{t}.tsv"));
+    std::fs::write(
+        &file,
+        (1..=500)
+            .map(|i| format!("{i}\tv{i}\n"))
+            .collect::<String>(),
+    )
+    .unwrap();
+    let sql = format!(
+        "CREATE TABLE {t} (id INT PRIMARY KEY, s VARCHAR(10)); \
+         LOAD DATA LOCAL INFILE '{}' INTO TABLE {t}; \
+         SELECT COUNT(*), MAX(s) FROM {t} FOR UPDATE; DROP TABLE {t};",
+        file.display()
+    );
+    let port = p.listen.port().to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("mariadb")
+            .args([
+                "--no-defaults",
+                "--protocol=TCP",
+                "-h127.0.0.1",
+                "-P",
+                &port,
+                "-ustrict",
+                "-pstrict",
+            ])
+            .args(["--local-infile=1", "-D", "sbtest", "-N", "-B", "-e", &sql])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    std::fs::remove_file(&file).ok();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout.trim(), "500\tv99");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cursor_pins_its_connection_until_fetched_and_closed() {
+    let p = start_default().await;
+    let mut r = raw::connect(
+        p.listen.port(),
+        "strict",
+        "strict",
+        switchyard::protocol::client_capabilities(),
+    )
+    .await
+    .unwrap();
+    let mut prep = vec![0x16];
+    prep.extend_from_slice(b"SELECT seq FROM seq_1_to_10");
+    // OK, one column definition (DEPRECATE_EOF: no EOF)
+    let reply = r.command(&prep, |_, i| i == 1).await;
+    assert_eq!(reply[0][0], 0, "{reply:?}");
+    let id = u32::from_le_bytes(reply[0][1..5].try_into().unwrap());
+    let mut exec = vec![0x17];
+    exec.extend_from_slice(&id.to_le_bytes());
+    exec.push(0x01); // CURSOR_TYPE_READ_ONLY
+    exec.extend_from_slice(&1u32.to_le_bytes());
+    let opened = r
+        .command(&exec, |pk, _| pk[0] == 0xFE || pk[0] == 0xFF)
+        .await;
+    let end = switchyard::protocol::messages::parse_ok(opened.last().unwrap()).unwrap();
+    assert!(
+        end.status & 0x0040 != 0,
+        "SERVER_STATUS_CURSOR_EXISTS: {opened:?}"
+    );
+    let mut rows = 0;
+    for _ in 0..10 {
+        let mut fetch = vec![0x1c];
+        fetch.extend_from_slice(&id.to_le_bytes());
+        fetch.extend_from_slice(&4u32.to_le_bytes());
+        let got = r
+            .command(&fetch, |pk, _| pk[0] == 0xFE || pk[0] == 0xFF)
+            .await;
+        assert_ne!(got.last().unwrap()[0], 0xFF, "{got:?}");
+        rows += got.len() - 1;
+        let st = switchyard::protocol::messages::parse_ok(got.last().unwrap())
+            .unwrap()
+            .status;
+        if st & 0x0080 != 0 {
+            break; // SERVER_STATUS_LAST_ROW_SENT
+        }
+    }
+    assert_eq!(rows, 10, "every row fetched through the cursor");
+    let pins = p.shared.stats.pins.lock().clone();
+    assert_eq!(pins.get("cursor"), Some(&1), "{pins:?}");
+    let mut close = vec![0x19];
+    close.extend_from_slice(&id.to_le_bytes());
+    r.io.send(0, &close).await.unwrap();
+    let ok = r
+        .command(b"\x03SELECT 1", |pk, i| {
+            i > 0 && (pk[0] == 0xFE || pk[0] == 0xFF)
+        })
+        .await;
+    assert_eq!(ok.len(), 4, "the session goes on after the cursor: {ok:?}");
 }

@@ -59,6 +59,8 @@ pub struct ConnectParams {
     pub connect_timeout: Duration,
     pub max_packet: usize,
     pub statement_cache: usize,
+    /// CLIENT_FOUND_ROWS: affected rows count matched rows (JDBC sets it).
+    pub found_rows: bool,
 }
 
 /// An authenticated server connection.
@@ -112,7 +114,7 @@ impl BackendConn {
             Some(p.user.as_bytes()),
             None::<&[u8]>,
             Some(AuthPlugin::from_bytes(plugin.as_bytes())),
-            backend_capabilities(false),
+            backend_capabilities(p.found_rows),
             Some([("_client_name".to_string(), "switchyard".to_string())].into()),
             p.max_packet as u32,
         );

@@ -51,6 +51,11 @@ fn bad_values_name_their_key() {
     assert!(e.contains("backends[1].name"), "{e}");
     let e = err_of(&GOOD.replace("role = \"standby\"", "role = \"leader\""));
     assert!(e.contains("leader"), "{e}");
+    let e = err_of(&format!("[pool]\nstatement_cache = 1000\n{GOOD}"));
+    assert!(
+        e.contains("pool.statement_cache") && e.contains("16382"),
+        "{e}"
+    );
     let e = err_of(&GOOD.replace("password = \"app\"", ""));
     assert!(e.contains("users[0].password"), "{e}");
     let e = err_of(&GOOD.replace(

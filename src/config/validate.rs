@@ -5,6 +5,9 @@ use std::net::SocketAddr;
 
 use super::{Config, PasswordSource, Role, Secret};
 
+/// MySQL's and MariaDB's default max_prepared_stmt_count.
+const MAX_PREPARED_STMT_COUNT: usize = 16_382;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {0}: {1}")]
@@ -91,10 +94,20 @@ impl Config {
                 "must be at least 1",
             ),
         ];
-        match checks.iter().find(|c| c.1) {
-            Some((key, _, problem)) => Err(invalid(*key, *problem)),
-            None => Ok(()),
+        if let Some((key, _, problem)) = checks.iter().find(|c| c.1) {
+            return Err(invalid(*key, *problem));
         }
+        // every pooled connection may hold statement_cache statements on its server
+        if p.statement_cache.saturating_mul(p.max_per_backend) > MAX_PREPARED_STMT_COUNT {
+            return Err(invalid(
+                "pool.statement_cache",
+                format!(
+                    "{} statements x pool.max_per_backend {} exceeds {MAX_PREPARED_STMT_COUNT}, the servers' default max_prepared_stmt_count",
+                    p.statement_cache, p.max_per_backend
+                ),
+            ));
+        }
+        Ok(())
     }
 
     fn validate_backends(&self) -> Result<(), ConfigError> {

@@ -52,7 +52,8 @@ struct Pooled {
 /// The pools of one backend.
 pub struct NodePools {
     pub name: String,
-    users: HashMap<String, Arc<UserPool>>,
+    /// By (user, CLIENT_FOUND_ROWS): the flag is fixed at connect, so each is its own pool.
+    users: HashMap<(String, bool), Arc<UserPool>>,
     backend_slots: Arc<Semaphore>,
     /// Requests running on this backend now (least-outstanding balancing).
     pub outstanding: Arc<AtomicUsize>,
@@ -60,6 +61,7 @@ pub struct NodePools {
 
 pub struct UserPool {
     pub user: String,
+    pub found_rows: bool,
     params: ConnectParams,
     limits: PoolLimits,
     idle: Mutex<VecDeque<Pooled>>,
@@ -79,15 +81,18 @@ impl NodePools {
     ) -> Self {
         let users = users
             .iter()
-            .map(|(u, pw)| {
+            .flat_map(|(u, pw)| [(u, pw, false), (u, pw, true)])
+            .map(|(u, pw, found_rows)| {
                 let params = ConnectParams {
                     address: address.to_string(),
                     user: u.clone(),
                     password: pw.clone(),
+                    found_rows,
                     ..base.clone()
                 };
                 let pool = UserPool {
                     user: u.clone(),
+                    found_rows,
                     params,
                     limits: limits.clone(),
                     idle: Mutex::new(VecDeque::new()),
@@ -95,7 +100,7 @@ impl NodePools {
                     released: Notify::new(),
                     stats: PoolStats::default(),
                 };
-                (u.clone(), Arc::new(pool))
+                ((u.clone(), found_rows), Arc::new(pool))
             })
             .collect();
         NodePools {
@@ -110,13 +115,21 @@ impl NodePools {
         self.users.values()
     }
 
-    /// Leases a connection for `user`, waiting at most `timeout`.
-    pub async fn lease(&self, user: &str, timeout: Duration) -> Result<Lease, PoolError> {
+    fn pool(&self, user: &str, found_rows: bool) -> Option<Arc<UserPool>> {
+        self.users.get(&(user.to_string(), found_rows)).cloned()
+    }
+
+    /// Leases a connection for `user` (with CLIENT_FOUND_ROWS or not), waiting at most
+    /// `timeout`.
+    pub async fn lease(
+        &self,
+        user: &str,
+        found_rows: bool,
+        timeout: Duration,
+    ) -> Result<Lease, PoolError> {
         let pool = self
-            .users
-            .get(user)
-            .ok_or_else(|| PoolError::UnknownUser(user.to_string()))?
-            .clone();
+            .pool(user, found_rows)
+            .ok_or_else(|| PoolError::UnknownUser(user.to_string()))?;
         let deadline = tokio::time::Instant::now() + timeout;
         let pooled = loop {
             if let Some(p) = pool.pop_idle() {
@@ -152,8 +165,14 @@ impl NodePools {
 
     /// Leases one particular idle connection if nobody used it since `leases`
     /// (same-connection statements such as FOUND_ROWS()).
-    pub fn take_idle(&self, user: &str, thread_id: u32, leases: u64) -> Option<Lease> {
-        let pool = self.users.get(user)?.clone();
+    pub fn take_idle(
+        &self,
+        user: &str,
+        found_rows: bool,
+        thread_id: u32,
+        leases: u64,
+    ) -> Option<Lease> {
+        let pool = self.pool(user, found_rows)?;
         let pooled = {
             let mut idle = pool.idle.lock();
             let i = idle
@@ -173,8 +192,8 @@ impl NodePools {
         if let Ok(b) = self.backend_slots.clone().try_acquire_owned() {
             return Some((u, b));
         }
-        // the backend is full: an idle connection of another user gives its place up
-        self.evict_one_idle(&pool.user);
+        // the backend is full: an idle connection of another pool gives its place up
+        self.evict_one_idle(pool);
         let b = self.backend_slots.clone().try_acquire_owned().ok()?;
         Some((u, b))
     }
@@ -186,7 +205,7 @@ impl NodePools {
             .acquire_owned()
             .await
             .expect("semaphore never closed");
-        self.evict_one_idle(&pool.user);
+        self.evict_one_idle(pool);
         let b = self
             .backend_slots
             .clone()
@@ -196,10 +215,10 @@ impl NodePools {
         (u, b)
     }
 
-    fn evict_one_idle(&self, except: &str) -> bool {
+    fn evict_one_idle(&self, except: &UserPool) -> bool {
         self.users
             .values()
-            .filter(|p| p.user != except)
+            .filter(|p| !std::ptr::eq(p.as_ref(), except))
             .any(|p| p.idle.lock().pop_front().map(|c| p.discard(c)).is_some())
     }
 

@@ -59,10 +59,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         if !entry.healthy {
             return None;
         }
-        let mut lease = entry
-            .node
-            .pools
-            .take_idle(&self.user, last.thread_id, last.leases)?;
+        let mut lease = entry.node.pools.take_idle(
+            &self.user,
+            self.found_rows(),
+            last.thread_id,
+            last.leases,
+        )?;
         lease.conn().sync(&self.want).await.ok()?;
         let standby = entry.role != crate::config::Role::Primary;
         Some(InUse {
@@ -159,7 +161,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 
     async fn lease_on(&self, node: &crate::topology::Node) -> Result<Lease, ClientError> {
         let timeout = self.shared.limits.lease_timeout;
-        match node.pools.lease(&self.user, timeout).await {
+        match node
+            .pools
+            .lease(&self.user, self.found_rows(), timeout)
+            .await
+        {
             Ok(l) => Ok(l),
             Err(PoolError::Timeout(_)) => Err(ClientError::LeaseTimeout {
                 backend: node.name.clone(),
@@ -286,13 +292,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     }
 
     /// KILL QUERY on a backend thread, over a pooled connection of `user`.
+    /// The client asked for CLIENT_FOUND_ROWS: its statements need connections opened so.
+    pub(super) fn found_rows(&self) -> bool {
+        self.caps
+            .contains(crate::protocol::CapabilityFlags::CLIENT_FOUND_ROWS)
+    }
+
     pub(super) fn spawn_kill_query(&self, node: usize, thread_id: u32, user: String) {
         let Some(entry) = self.shared.topology.snapshot().node(node).cloned() else {
             return;
         };
         let timeout = self.shared.limits.lease_timeout;
         tokio::spawn(async move {
-            let Ok(mut lease) = entry.node.pools.lease(&user, timeout).await else {
+            let Ok(mut lease) = entry.node.pools.lease(&user, false, timeout).await else {
                 return;
             };
             let r = lease

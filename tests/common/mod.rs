@@ -146,3 +146,23 @@ pub async fn wait_replicated(table: &str) {
         assert!(ok, "{table} did not reach {host}");
     }
 }
+
+/// Waits (bounded) until a table has `n` rows on every standby.
+pub async fn wait_rows(table: &str, n: u32) {
+    wait_replicated(table).await;
+    for host in STANDBYS {
+        let mut c = direct(host).await;
+        let mut seen = None;
+        for _ in 0..200 {
+            seen = c
+                .query_first::<u32, _>(format!("SELECT COUNT(*) FROM {table}"))
+                .await
+                .unwrap();
+            if seen == Some(n) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert_eq!(seen, Some(n), "{table} rows on {host}");
+    }
+}
