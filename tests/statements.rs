@@ -161,6 +161,16 @@ async fn kill_query_maps_proxy_ids_to_the_right_backend_thread() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+    let seen: u32 = killer
+        .query_first("SELECT CONNECTION_ID()")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        seen,
+        killer.id(),
+        "CONNECTION_ID() is switchyard's id, the one KILL takes"
+    );
     killer.query_drop(format!("KILL QUERY {id}")).await.unwrap();
     let (r, mut victim) = tokio::time::timeout(std::time::Duration::from_secs(20), sleeper)
         .await
@@ -448,4 +458,17 @@ async fn a_cursor_pins_its_connection_until_fetched_and_closed() {
         })
         .await;
     assert_eq!(ok.len(), 4, "the session goes on after the cursor: {ok:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_database_is_refused_at_connect() {
+    let p = start_default().await;
+    let o: Opts = OptsBuilder::from_opts(opts(&p, "strict"))
+        .db_name(Some("no_such_db_sy"))
+        .into();
+    let e = Conn::new(o).await.unwrap_err();
+    assert_eq!(code(&e), Some(1049), "{e}");
+    let mut c = connect(&p, "strict").await;
+    let db: String = c.query_first("SELECT DATABASE()").await.unwrap().unwrap();
+    assert_eq!(db, "sbtest");
 }

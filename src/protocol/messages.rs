@@ -148,6 +148,25 @@ pub fn eof_payload(warnings: u16, status: u16) -> [u8; 5] {
     [0xFE, w[0], w[1], s[0], s[1]]
 }
 
+/// A column definition (protocol 4.1) for a result switchyard builds itself.
+pub fn column_def(name: &str, column_type: u8, flags: u16, length: u32, charset: u16) -> Vec<u8> {
+    let mut out = Vec::with_capacity(32 + name.len());
+    for s in ["def", "", "", "", name, ""] {
+        write_lenenc(&mut out, s.len() as u64);
+        out.extend_from_slice(s.as_bytes());
+    }
+    out.push(0x0c);
+    out.extend_from_slice(&charset.to_le_bytes());
+    out.extend_from_slice(&length.to_le_bytes());
+    out.push(column_type);
+    out.extend_from_slice(&flags.to_le_bytes());
+    out.extend_from_slice(&[0, 0, 0]);
+    out
+}
+
+/// MYSQL_TYPE_LONGLONG.
+pub const TYPE_LONGLONG: u8 = 0x08;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -54,6 +54,11 @@ pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     };
     let seq = verify_hello(io, shared, &hello, &scramble, seq).await?;
     let caps = hello.capabilities & client_capabilities();
+    if let Some(db) = &hello.database {
+        if let Err(e) = check_schema(shared, &hello.user, db).await {
+            return refuse(io, seq, e).await;
+        }
+    }
     io.send(seq, &ok_payload(StatusFlags::SERVER_STATUS_AUTOCOMMIT))
         .await?;
     tracing::debug!(conn = id, user = %hello.user, "client authenticated");
@@ -107,6 +112,45 @@ async fn verify_hello<S: AsyncRead + AsyncWrite + Unpin>(
         seq = io.send(seq, &[0x01, auth::FAST_AUTH_SUCCESS]).await?;
     }
     Ok(seq)
+}
+
+/// A schema named in the handshake must exist, as on a server (1049 at connect, not at the
+/// first statement). Checked on a standby (or the primary); with no backend reachable the
+/// client is let in and learns it at its first statement.
+async fn check_schema(shared: &Shared, user: &str, db: &str) -> Result<(), ClientError> {
+    let node = {
+        let snap = shared.topology.snapshot();
+        match snap.standby(None, db.len()).or_else(|| snap.primary()) {
+            Some(n) => n.clone(),
+            None => return Ok(()),
+        }
+    };
+    let Ok(mut lease) = node
+        .pools
+        .lease(user, false, shared.limits.lease_timeout)
+        .await
+    else {
+        return Ok(());
+    };
+    let conn = lease.conn();
+    if conn.state.schema.as_deref() == Some(db) {
+        lease.release();
+        return Ok(());
+    }
+    let mut p = vec![crate::protocol::command::COM_INIT_DB];
+    p.extend_from_slice(db.as_bytes());
+    match conn.simple(&p).await {
+        Ok(_) => {
+            conn.state.schema = Some(db.to_string());
+            lease.release();
+            Ok(())
+        }
+        Err(crate::backend::BackendError::Server(e)) => {
+            lease.release();
+            Err(e.into())
+        }
+        Err(_) => Ok(()),
+    }
 }
 
 async fn refuse<S: AsyncRead + AsyncWrite + Unpin, T>(

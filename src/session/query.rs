@@ -29,6 +29,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         if let Some(k) = stmt.kill {
             return self.kill(k.id, k.query_only).await;
         }
+        if is_connection_id_query(sql) {
+            return self.answer_connection_id().await;
+        }
         let target = self.route(&stmt);
         self.run_statement(&Cmd::plain(p), &stmt, target, ResponseKind::Results)
             .await
@@ -167,6 +170,48 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             return self.send_ok().await;
         }
         self.send_err(1, &ClientError::InLostTransaction).await
+    }
+}
+
+/// `SELECT CONNECTION_ID()` alone: answered by the proxy with its own id, the one KILL
+/// takes (a backend's thread id would name a stranger's connection).
+fn is_connection_id_query(sql: &[u8]) -> bool {
+    let t = sql.trim_ascii();
+    let t = t.strip_suffix(b";").unwrap_or(t).trim_ascii();
+    t.eq_ignore_ascii_case(b"SELECT CONNECTION_ID()")
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
+    async fn answer_connection_id(&mut self) -> Result<(), SessionEnd> {
+        use crate::protocol::messages::{
+            column_def, eof_payload, ok_payload_with, OkInfo, TYPE_LONGLONG,
+        };
+        let status = self.flags().bits();
+        let def = column_def("CONNECTION_ID()", TYPE_LONGLONG, 0x00A1, 10, 63);
+        let id = self.handle.id.to_string();
+        let mut row = vec![id.len() as u8];
+        row.extend_from_slice(id.as_bytes());
+        let mut seq = self.io.queue(1, &[1]);
+        seq = self.io.queue(seq, &def);
+        if self.classic_client() {
+            seq = self.io.queue(seq, &eof_payload(0, status));
+            seq = self.io.queue(seq, &row);
+            self.io.queue(seq, &eof_payload(0, status));
+        } else {
+            seq = self.io.queue(seq, &row);
+            self.io.queue(
+                seq,
+                &ok_payload_with(
+                    0xFE,
+                    &OkInfo {
+                        status,
+                        ..OkInfo::default()
+                    },
+                ),
+            );
+        }
+        self.io.flush().await?;
+        Ok(())
     }
 }
 
