@@ -56,7 +56,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     let pokes: Vec<Arc<Notify>> = nodes.iter().map(|_| Arc::new(Notify::new())).collect();
     spawn_health(&cfg, &nodes, &users, &base, &topo, &pokes);
     tokio::spawn(topology::run_owner(topo.clone(), rx, pokes));
-    spawn_reaper(nodes.clone());
+    spawn_reaper(topo.clone());
     let server_version = server_version(&cfg, &users, &base).await;
     let shared = Arc::new(Shared {
         topology: topo,
@@ -223,12 +223,20 @@ fn spawn_health(
     }
 }
 
-fn spawn_reaper(nodes: Vec<Arc<Node>>) {
+/// Every second: idle connections past their time are closed, and healthy backends are
+/// topped up to pool.min_idle.
+fn spawn_reaper(topo: Arc<Topology>) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tick.tick().await;
-            nodes.iter().for_each(|n| n.pools.reap());
+            let snap = topo.full();
+            for e in &snap.entries {
+                e.node.pools.reap();
+                if e.healthy {
+                    e.node.pools.top_up().await;
+                }
+            }
         }
     });
 }

@@ -472,3 +472,25 @@ async fn an_unknown_database_is_refused_at_connect() {
     let db: String = c.query_first("SELECT DATABASE()").await.unwrap().unwrap();
     assert_eq!(db, "sbtest");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pools_keep_min_idle_connections_open() {
+    let p = start(config(|c| {
+        c.pool.min_idle = 2;
+        c.users.truncate(1);
+    }))
+    .await;
+    let mut filled = false;
+    for _ in 0..100 {
+        let snap = p.shared.topology.full();
+        filled = snap.entries.iter().all(|e| e.node.pools.idle_count() >= 2);
+        if filled {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(filled, "every backend has min_idle idle connections");
+    let mut c = connect(&p, "app").await;
+    let one: u32 = c.query_first("SELECT 1").await.unwrap().unwrap();
+    assert_eq!(one, 1);
+}

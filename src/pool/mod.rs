@@ -229,6 +229,28 @@ impl NodePools {
         }
     }
 
+    /// Opens connections until every pool of the non-FOUND_ROWS kind (the common one) has
+    /// min_idle idle connections, as far as the limits allow.
+    pub async fn top_up(&self) {
+        for p in self.users.values().filter(|p| !p.found_rows) {
+            while p.idle_len() < p.limits.min_idle {
+                let Some(slots) = self.try_slots(p) else {
+                    break;
+                };
+                match p.open(slots).await {
+                    Ok(mut c) => {
+                        c.conn.idle_since = Instant::now();
+                        p.idle.lock().push_back(c);
+                    }
+                    Err(e) => {
+                        tracing::debug!(backend = %self.name, error = %e, "min_idle top-up failed");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
     /// Closes every idle connection (backend gone or demoted).
     pub fn drain_idle(&self) {
         for p in self.users.values() {
