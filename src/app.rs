@@ -13,8 +13,8 @@ use crate::config::Config;
 use crate::pool::{NodePools, PoolLimits};
 use crate::session::registry::{Registry, Stats};
 use crate::session::{SessionLimits, Shared, UserInfo};
-use crate::topology::health::{self, HealthParams};
-use crate::topology::{self, Entry, Node, Topology};
+use crate::topology::probe::{self, ProbeParams};
+use crate::topology::{self, Entry, Judge, Node, Topology};
 
 /// A running proxy: its bound addresses and a way to stop it.
 pub struct Running {
@@ -44,18 +44,20 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     let entries = nodes
         .iter()
         .zip(&cfg.backends)
-        .map(|(n, b)| Entry {
-            node: n.clone(),
-            role: b.role,
-            healthy: true,
-            checked: false,
-            last_error: None,
-        })
+        .map(|(n, b)| Entry::new(n.clone(), b.role))
         .collect();
     let (topo, rx) = Topology::new(entries);
     let pokes: Vec<Arc<Notify>> = nodes.iter().map(|_| Arc::new(Notify::new())).collect();
-    spawn_health(&cfg, &nodes, &users, &base, &topo, &pokes);
-    tokio::spawn(topology::run_owner(topo.clone(), rx, pokes));
+    let (fast_tx, fast_rx) = watch::channel(false);
+    spawn_probes(&cfg, &nodes, &users, &topo, &pokes, fast_rx);
+    let max_lag = (cfg.health.max_lag_ms > 0).then(|| Duration::from_millis(cfg.health.max_lag_ms));
+    tokio::spawn(topology::run_owner(
+        topo.clone(),
+        rx,
+        pokes,
+        Judge { max_lag },
+        fast_tx,
+    ));
     spawn_reaper(topo.clone());
     let server_version = server_version(&cfg, &users, &base).await;
     let shared = Arc::new(Shared {
@@ -169,25 +171,29 @@ fn build_nodes(cfg: &Config, users: &[(String, String)], base: &ConnectParams) -
         .collect()
 }
 
-/// Health-check credentials: [health] user, or the first configured user.
+/// Probe credentials: [health] user, or the first configured user.
+fn monitor_credentials(cfg: &Config, users: &[(String, String)]) -> (String, String) {
+    if cfg.health.user.is_empty() {
+        return users.first().cloned().unwrap_or_default();
+    }
+    let pw = cfg
+        .health
+        .password
+        .password
+        .as_ref()
+        .map(|s| s.expose().to_string())
+        .unwrap_or_default();
+    (cfg.health.user.clone(), pw)
+}
+
+/// Connection parameters with the probe credentials (reading the server version).
 fn monitor_params(
     cfg: &Config,
     users: &[(String, String)],
     base: &ConnectParams,
     address: String,
 ) -> ConnectParams {
-    let (user, password) = if cfg.health.user.is_empty() {
-        users.first().cloned().unwrap_or_default()
-    } else {
-        let pw = cfg
-            .health
-            .password
-            .password
-            .as_ref()
-            .map(|s| s.expose().to_string())
-            .unwrap_or_default();
-        (cfg.health.user.clone(), pw)
-    };
+    let (user, password) = monitor_credentials(cfg, users);
     ConnectParams {
         address,
         user,
@@ -197,29 +203,41 @@ fn monitor_params(
     }
 }
 
-fn spawn_health(
+fn spawn_probes(
     cfg: &Config,
     nodes: &[Arc<Node>],
     users: &[(String, String)],
-    base: &ConnectParams,
     topo: &Arc<Topology>,
     pokes: &[Arc<Notify>],
+    fast: watch::Receiver<bool>,
 ) {
-    let hp = HealthParams {
+    let p = ProbeParams {
+        kind: cfg.topology.kind,
         interval: Duration::from_millis(cfg.health.interval_ms),
+        fast_interval: Duration::from_millis(cfg.health.fast_interval_ms),
         timeout: Duration::from_millis(cfg.health.timeout_ms),
         failures: cfg.health.failures.max(1),
-        backoff: Duration::from_millis(500),
+        lag: cfg.health.max_lag_ms > 0,
     };
-    for (n, poke) in nodes.iter().zip(pokes) {
-        let params = monitor_params(cfg, users, base, n.address.clone());
-        tokio::spawn(health::check_loop(
+    let (user, password) = monitor_credentials(cfg, users);
+    for ((n, poke), b) in nodes.iter().zip(pokes).zip(&cfg.backends) {
+        let opts: mysql_async::Opts = mysql_async::OptsBuilder::default()
+            .ip_or_hostname(b.host.clone())
+            .tcp_port(b.port)
+            .user(Some(user.clone()))
+            .pass(Some(password.clone()))
+            .prefer_socket(false)
+            .tcp_nodelay(true)
+            .into();
+        let task = probe::probe_loop(
             n.id,
-            params,
-            hp.clone(),
+            opts,
+            p.clone(),
             topo.sender(),
             poke.clone(),
-        ));
+            fast.clone(),
+        );
+        tokio::spawn(task);
     }
 }
 
@@ -250,6 +268,7 @@ fn session_limits(cfg: &Config) -> SessionLimits {
         idle_timeout: (cfg.server.client_idle_timeout_s > 0)
             .then(|| Duration::from_secs(cfg.server.client_idle_timeout_s)),
         max_statements: 16_382,
+        write_hold: Duration::from_millis(cfg.topology.write_hold_ms),
         optimistic: cfg.routing.optimistic_transactions,
     }
 }

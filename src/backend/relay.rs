@@ -10,6 +10,7 @@ use bytes::Buf;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+use crate::protocol::messages::{parse_err, ErrInfo};
 use crate::protocol::packet::{header, PacketStream};
 use crate::protocol::scan::{Body, Next, Scanner, Summary};
 use crate::protocol::ProtoError;
@@ -29,6 +30,10 @@ pub enum RelayError {
     /// The client went away; the backend connection is mid-response and must be dropped.
     #[error("client: {0}")]
     Client(ProtoError),
+    /// The response was only an ERR refusing the statement (read-only, killed): nothing
+    /// reached the client; the session may run it elsewhere or pass the error on.
+    #[error("refused: {}", .0.message)]
+    Refused(ErrInfo),
 }
 
 /// Relay state: the client sequence id to use next and whether anything was flushed.
@@ -46,6 +51,7 @@ pub struct Relay<'a, C> {
 impl<C: AsyncRead + AsyncWrite + Unpin> Relay<'_, C> {
     /// Relays until the scanner sees the end of the response.
     pub async fn run(&mut self, scanner: &mut Scanner) -> Result<Summary, RelayError> {
+        self.refusal().await?;
         loop {
             match self.packet(scanner).await? {
                 Next::More => {}
@@ -59,6 +65,24 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Relay<'_, C> {
                     scanner.resume();
                 }
             }
+        }
+    }
+
+    /// A response that is only an ERR refusing the statement is held back from the client.
+    async fn refusal(&mut self) -> Result<(), RelayError> {
+        self.need(5).await?;
+        let (len, seq) = header(&self.backend.rbuf[..4]);
+        if self.backend.rbuf[4] != 0xFF || len >= crate::protocol::MAX_WIRE_PAYLOAD {
+            return Ok(());
+        }
+        self.need(4 + len).await?;
+        match parse_err(&self.backend.rbuf[4..4 + len]).filter(|e| e.refusal().is_some()) {
+            Some(e) => {
+                self.backend.rbuf.advance(4 + len);
+                self.backend_seq = seq.wrapping_add(1);
+                Err(RelayError::Refused(e))
+            }
+            None => Ok(()),
         }
     }
 

@@ -16,6 +16,8 @@ pub struct Config {
     #[serde(default)]
     pub health: HealthConfig,
     #[serde(default)]
+    pub topology: TopologyConfig,
+    #[serde(default)]
     pub backends: Vec<BackendConfig>,
     #[serde(default)]
     pub users: Vec<UserConfig>,
@@ -114,6 +116,10 @@ impl Default for RoutingConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct HealthConfig {
     pub interval_ms: u64,
+    /// Probe interval while no backend is primary (a failover is under way).
+    pub fast_interval_ms: u64,
+    /// Standbys lagging more than this leave the read rotation (0: no limit).
+    pub max_lag_ms: u64,
     pub timeout_ms: u64,
     /// Failures in a row before a backend leaves the rotation.
     pub failures: u32,
@@ -127,6 +133,8 @@ impl Default for HealthConfig {
     fn default() -> Self {
         HealthConfig {
             interval_ms: 2000,
+            fast_interval_ms: 20,
+            max_lag_ms: 0,
             timeout_ms: 1000,
             failures: 1,
             user: String::new(),
@@ -140,6 +148,8 @@ impl Default for HealthConfig {
 pub enum Role {
     Primary,
     Standby,
+    /// Left to the role probes.
+    Auto,
 }
 
 impl Role {
@@ -147,6 +157,37 @@ impl Role {
         match self {
             Role::Primary => "primary",
             Role::Standby => "standby",
+            Role::Auto => "auto",
+        }
+    }
+}
+
+/// How role and lag are read from a server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// `@@read_only`, `SHOW SLAVE STATUS`.
+    #[default]
+    Mariadb,
+    /// `@@read_only`, `SHOW REPLICA STATUS`.
+    Mysql,
+    /// `@@dolt_cluster_role` and its epoch, `dolt_cluster.dolt_cluster_status`.
+    Dolt,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TopologyConfig {
+    pub kind: BackendKind,
+    /// How long a statement bound for the primary waits while there is none.
+    pub write_hold_ms: u64,
+}
+
+impl Default for TopologyConfig {
+    fn default() -> Self {
+        TopologyConfig {
+            kind: BackendKind::Mariadb,
+            write_hold_ms: 10_000,
         }
     }
 }

@@ -108,6 +108,29 @@ pub fn parse_err(payload: &[u8]) -> Option<ErrInfo> {
     })
 }
 
+/// An ERR that says the statement did not run there and may run elsewhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The server is read-only (fenced, or a standby): MariaDB/MySQL 1290, Dolt 1105.
+    ReadOnly,
+    /// The server killed the connection (1927) or is shutting down (1053).
+    Killed,
+}
+
+impl ErrInfo {
+    /// Whether this error refuses the statement in a way that another server may not.
+    pub fn refusal(&self) -> Option<Refusal> {
+        let m = self.message.to_ascii_lowercase();
+        let read_only =
+            m.contains("read-only") || m.contains("read only") || m.contains("read_only");
+        match self.code {
+            1290 | 1105 if read_only => Some(Refusal::ReadOnly),
+            1927 | 1053 => Some(Refusal::Killed),
+            _ => None,
+        }
+    }
+}
+
 /// ERR payload.
 pub fn err_payload(code: u16, state: &[u8; 5], message: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(9 + message.len());
@@ -203,6 +226,28 @@ mod tests {
         let eof = eof_payload(7, 0x0022);
         let got = parse_eof(&eof).unwrap();
         assert_eq!((got.warnings, got.status), (7, 0x0022));
+    }
+
+    #[test]
+    fn refusals_are_recognised() {
+        let e = |code, m: &str| ErrInfo {
+            code,
+            state: *b"HY000",
+            message: m.into(),
+        };
+        let maria = "The MariaDB server is running with the --read-only option so it cannot execute this statement";
+        assert_eq!(e(1290, maria).refusal(), Some(Refusal::ReadOnly));
+        assert_eq!(
+            e(1105, "database server is set to read only mode").refusal(),
+            Some(Refusal::ReadOnly)
+        );
+        assert_eq!(e(1105, "unknown error").refusal(), None);
+        assert_eq!(e(1290, "--skip-grant-tables prevents it").refusal(), None);
+        assert_eq!(
+            e(1927, "Connection was killed").refusal(),
+            Some(Refusal::Killed)
+        );
+        assert_eq!(e(1062, "Duplicate entry").refusal(), None);
     }
 
     #[test]

@@ -66,7 +66,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             last.leases,
         )?;
         lease.conn().sync(&self.want).await.ok()?;
-        let standby = entry.role != crate::config::Role::Primary;
+        let standby = entry.role != Some(crate::config::Role::Primary);
         Some(InUse {
             lease,
             node: last.node,
@@ -77,22 +77,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 
     /// The held connection, or a lease for `target` synced to the session's state. A
     /// read whose standby cannot be reached goes to another standby, then the primary.
+    /// With no backend for the target, the statement waits up to the write hold.
     pub(super) async fn acquire(
         &mut self,
         target: Target,
         mut exclude: Option<usize>,
     ) -> Result<InUse, ClientError> {
         if let Some(h) = self.held.take() {
-            return Ok(InUse {
-                lease: h.lease,
-                node: h.node,
-                standby: h.standby,
-                from_held: true,
-            });
+            return self.check_held(h);
         }
+        let deadline = tokio::time::Instant::now() + self.shared.limits.write_hold;
         let mut last_err = None;
         for _ in 0..3 {
-            let (node, standby) = match self.pick(target, exclude) {
+            let (node, standby) = match self.pick_or_hold(target, exclude, deadline).await {
                 Ok(found) => found,
                 Err(e) => return Err(last_err.unwrap_or(e)),
             };
@@ -103,7 +100,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                         node: node.id,
                         standby,
                         from_held: false,
-                    })
+                    });
                 }
                 Err(e @ ClientError::Server { .. }) => return Err(e),
                 Err(e) if standby => {
@@ -114,6 +111,64 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             }
         }
         Err(last_err.unwrap_or_else(|| ClientError::Internal("no backend connection".into())))
+    }
+
+    /// A held connection whose backend stopped being primary (a failover) cannot go on:
+    /// its transaction is lost, or the session state it holds.
+    fn check_held(&mut self, h: Held) -> Result<InUse, ClientError> {
+        let role = self
+            .shared
+            .topology
+            .snapshot()
+            .node(h.node)
+            .and_then(|e| e.role);
+        if h.standby || role == Some(crate::config::Role::Primary) {
+            return Ok(InUse {
+                lease: h.lease,
+                node: h.node,
+                standby: h.standby,
+                from_held: true,
+            });
+        }
+        tracing::info!(
+            backend = h.node,
+            "held connection's backend is no longer primary"
+        );
+        drop(h);
+        let in_txn = self.in_transaction();
+        self.status &= !StatusFlags::SERVER_STATUS_IN_TRANS.bits();
+        self.spec = super::optimistic::Spec::Off;
+        if let Some(what) = self.pins.unrecoverable() {
+            self.closing = true;
+            return Err(ClientError::SessionStateLost(what));
+        }
+        self.pins.clear();
+        self.txn_lost = in_txn;
+        Err(if in_txn {
+            ClientError::TransactionLost
+        } else {
+            ClientError::BackendLost {
+                backend: self.node_name(0),
+                detail: "failover".into(),
+            }
+        })
+    }
+
+    /// A backend for `target`, waiting (up to `deadline`) for a snapshot that has one.
+    async fn pick_or_hold(
+        &self,
+        target: Target,
+        exclude: Option<usize>,
+        deadline: tokio::time::Instant,
+    ) -> Result<(std::sync::Arc<crate::topology::Node>, bool), ClientError> {
+        loop {
+            let version = self.shared.topology.snapshot().version;
+            match self.pick(target, exclude) {
+                Ok(found) => return Ok(found),
+                Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
+                Err(_) => self.shared.topology.changed_since(version, deadline).await,
+            }
+        }
     }
 
     /// A lease on `node` in the session's state; a pooled connection that fails on the

@@ -44,6 +44,8 @@ pub struct SessionLimits {
     pub read_your_writes: Duration,
     pub idle_timeout: Option<Duration>,
     pub max_statements: usize,
+    /// How long a statement bound for the primary waits while there is none.
+    pub write_hold: Duration,
     /// Plain BEGIN opens where the first statement belongs (see session/optimistic.rs).
     pub optimistic: bool,
 }
@@ -93,6 +95,8 @@ pub struct Session<S> {
     spec_cooldown: u32,
     spec_backoff: u32,
     spec_writers: optimistic::Writers,
+    /// Close the client connection after the current reply.
+    closing: bool,
 }
 
 /// The backend connection that ran a session's previous statement.
@@ -171,6 +175,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             spec_cooldown: 0,
             spec_backoff: optimistic::COOLDOWN,
             spec_writers: optimistic::Writers::default(),
+            closing: false,
         }
     }
 
@@ -187,6 +192,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             };
             if let Err(e) = self.dispatch(&payload).await {
                 return e;
+            }
+            if self.closing {
+                return SessionEnd::Closed("session state lost".into());
             }
         }
     }

@@ -24,17 +24,11 @@ impl Pin {
         }
     }
 
-    /// State that dies with the connection and cannot be rebuilt elsewhere.
+    /// State that dies with the connection and cannot be rebuilt elsewhere: everything a
+    /// statement left there (temp tables, locks, user variables, unknown SETs, ...) except
+    /// what only concerned the next statement or transaction.
     fn is_unrecoverable(self) -> bool {
-        matches!(
-            self,
-            Pin::Statement(
-                PinReason::TempTable
-                    | PinReason::LockTables
-                    | PinReason::GetLock
-                    | PinReason::Handler
-            )
-        )
+        matches!(self, Pin::Statement(r) if !matches!(r, PinReason::NextTransaction | PinReason::FoundRows))
     }
 }
 
@@ -90,10 +84,14 @@ mod tests {
     #[test]
     fn statement_pins_and_cursor_pins() {
         let mut p = Pins::default();
-        assert!(p.add(Pin::Statement(PinReason::UserVariable)));
-        assert!(!p.add(Pin::Statement(PinReason::UserVariable)));
-        assert_eq!(p.unrecoverable(), None);
+        assert!(p.add(Pin::Statement(PinReason::FoundRows)));
+        assert!(!p.add(Pin::Statement(PinReason::FoundRows)));
         p.add(Pin::Cursor(3));
+        assert_eq!(
+            p.unrecoverable(),
+            None,
+            "the next statement's business only"
+        );
         p.add(Pin::Statement(PinReason::TempTable));
         assert_eq!(p.unrecoverable(), Some(PinReason::TempTable.name()));
         p.remove_stmt(3);

@@ -251,6 +251,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 self.finish(u);
                 Ok(())
             }
+            Err(RelayError::Refused(e)) => {
+                self.finish(u);
+                self.send_err(1, &e.into()).await
+            }
             Err(RelayError::Backend { err, .. }) => self.backend_lost(u, err, f.out_seq).await,
             Err(RelayError::Client(e)) => {
                 self.abandon(u);

@@ -7,10 +7,14 @@ use super::backend_use::InUse;
 use super::command::Cmd;
 use super::pins::Pin;
 use super::{Session, SessionEnd};
+use std::sync::atomic::Ordering;
+
 use crate::backend::relay::RelayError;
 use crate::backend::state::{Charset, ConnState};
 use crate::backend::BackendError;
+use crate::config::Role;
 use crate::error::ClientError;
+use crate::protocol::messages::{ErrInfo, Refusal};
 use crate::protocol::scan::{ResponseKind, Summary};
 use crate::protocol::{CapabilityFlags, StatusFlags};
 use crate::router::{self, SessionChange, Statement, Target};
@@ -37,8 +41,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             .await
     }
 
-    /// Runs a command that a statement classification routes; retries a read once
-    /// elsewhere when its standby failed before any byte reached the client.
+    /// Runs a command that a statement classification routes. Retries where nothing took
+    /// effect: a read whose standby failed before any reply goes elsewhere once; a
+    /// statement refused as read-only (a failover under way) or by a killed connection
+    /// runs again on the true primary, within the write hold. A write whose connection
+    /// died is never run again: it may have taken effect.
     pub(super) async fn run_statement(
         &mut self,
         cmd: &Cmd<'_>,
@@ -49,7 +56,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         if self.optimistic(cmd, stmt).await? {
             return Ok(());
         }
+        let deadline = tokio::time::Instant::now() + self.shared.limits.write_hold;
         let mut exclude = None;
+        let mut retries = 0u32;
         loop {
             let mut u = match self.acquire_for(stmt, target, exclude).await {
                 Ok(u) => u,
@@ -73,6 +82,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     self.finish(u);
                     return Ok(());
                 }
+                Err(RelayError::Refused(e)) => {
+                    let retry = retries < 8 && tokio::time::Instant::now() < deadline;
+                    if !self.refused(u, &e, retry, deadline).await {
+                        return self.send_err(1, &e.into()).await;
+                    }
+                    retries += 1;
+                }
                 Err(RelayError::Backend {
                     client_touched: false,
                     err,
@@ -82,7 +98,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     self.shared
                         .stats
                         .read_retries
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        .fetch_add(1, Ordering::Relaxed);
                     exclude = Some(u.node);
                 }
                 Err(RelayError::Backend { err, .. }) => {
@@ -94,6 +110,49 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 }
             }
         }
+    }
+
+    /// A statement refused before it took effect. Tells the topology, gives the
+    /// connection back (or drops a killed one), and says whether to run it again: only
+    /// outside a held connection (a transaction or pin stays where it is), and a
+    /// read-only refusal only where probes decide roles; then it waits for a new snapshot.
+    async fn refused(
+        &mut self,
+        u: InUse,
+        e: &ErrInfo,
+        retry: bool,
+        deadline: tokio::time::Instant,
+    ) -> bool {
+        let topo = self.shared.topology.clone();
+        let seen = topo.snapshot().version;
+        let auto = topo
+            .snapshot()
+            .node(u.node)
+            .is_some_and(|n| n.configured == Role::Auto);
+        let held = u.from_held;
+        let kind = e.refusal();
+        match kind {
+            Some(Refusal::ReadOnly) => {
+                topo.read_only(u.node);
+                if held {
+                    self.finish(u);
+                } else {
+                    u.lease.release();
+                }
+            }
+            _ => {
+                topo.suspect(u.node, e.message.clone());
+                drop(u);
+            }
+        }
+        let again = retry && !held && (kind == Some(Refusal::Killed) || auto);
+        if again {
+            self.shared.stats.reroutes.fetch_add(1, Ordering::Relaxed);
+            if kind == Some(Refusal::ReadOnly) {
+                topo.changed_since(seen, deadline).await;
+            }
+        }
+        again
     }
 
     /// A same-connection statement gets the connection that ran the previous one when it

@@ -76,6 +76,8 @@ pub struct Stats {
     pub standby_reads: std::sync::atomic::AtomicU64,
     pub primary_statements: std::sync::atomic::AtomicU64,
     pub read_retries: std::sync::atomic::AtomicU64,
+    /// Statements refused as read-only or by a killed connection and run again.
+    pub reroutes: std::sync::atomic::AtomicU64,
     /// Optimistic transactions moved to the primary with equal reads, and those that could not.
     pub optimistic_moved: std::sync::atomic::AtomicU64,
     pub optimistic_failed: std::sync::atomic::AtomicU64,
