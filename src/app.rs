@@ -6,15 +6,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 
 use crate::backend::{BackendConn, ConnectParams};
 use crate::config::Config;
-use crate::pool::{NodePools, PoolLimits};
+use crate::config::DiscoveryKind;
+use crate::pool::PoolLimits;
 use crate::session::registry::{Registry, Stats};
 use crate::session::{SessionLimits, Shared, UserInfo};
-use crate::topology::probe::{self, ProbeParams};
-use crate::topology::{self, Entry, Judge, Node, Topology};
+use crate::topology::probe::ProbeParams;
+use crate::topology::{Endpoint, NodeFactory, Owner, Topology};
 
 /// A running proxy: its bound addresses and a way to stop it.
 pub struct Running {
@@ -38,28 +39,19 @@ pub enum StartError {
 
 /// Starts the proxy inside the current tokio runtime.
 pub async fn start(cfg: Config) -> Result<Running, StartError> {
+    // one crypto provider for every TLS client (kube) and, later, server: ring
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let base = connect_params(&cfg);
     let users = user_passwords(&cfg);
-    let nodes = build_nodes(&cfg, &users, &base);
-    let entries = nodes
-        .iter()
-        .zip(&cfg.backends)
-        .map(|(n, b)| Entry::new(n.clone(), b.role))
-        .collect();
-    let (topo, rx) = Topology::new(entries);
-    let pokes: Vec<Arc<Notify>> = nodes.iter().map(|_| Arc::new(Notify::new())).collect();
-    let (fast_tx, fast_rx) = watch::channel(false);
-    spawn_probes(&cfg, &nodes, &users, &topo, &pokes, fast_rx);
-    let max_lag = (cfg.health.max_lag_ms > 0).then(|| Duration::from_millis(cfg.health.max_lag_ms));
-    tokio::spawn(topology::run_owner(
-        topo.clone(),
-        rx,
-        pokes,
-        Judge { max_lag },
-        fast_tx,
-    ));
+    let (topo, rx) = Topology::new();
+    let factory = node_factory(&cfg, &users, &base);
+    let initial = (cfg.discovery.kind == DiscoveryKind::Static).then(|| static_endpoints(&cfg));
+    Owner::start(topo.clone(), rx, factory, initial);
+    if cfg.discovery.kind == DiscoveryKind::Kubernetes {
+        crate::discovery::kubernetes::spawn(cfg.discovery.clone(), topo.sender());
+    }
     spawn_reaper(topo.clone());
-    let server_version = server_version(&cfg, &users, &base).await;
+    let server_version = server_version(&cfg, &users, &base, &topo).await;
     let shared = Arc::new(Shared {
         topology: topo,
         users: cfg
@@ -147,7 +139,19 @@ fn user_passwords(cfg: &Config) -> Vec<(String, String)> {
         .collect()
 }
 
-fn build_nodes(cfg: &Config, users: &[(String, String)], base: &ConnectParams) -> Vec<Arc<Node>> {
+fn static_endpoints(cfg: &Config) -> Vec<Endpoint> {
+    cfg.backends
+        .iter()
+        .map(|b| Endpoint {
+            key: b.name.clone(),
+            address: b.address(),
+            configured: b.role,
+            label: None,
+        })
+        .collect()
+}
+
+fn node_factory(cfg: &Config, users: &[(String, String)], base: &ConnectParams) -> NodeFactory {
     let limits = PoolLimits {
         max_per_user: cfg.pool.max_per_user,
         max_per_backend: cfg.pool.max_per_backend,
@@ -155,20 +159,22 @@ fn build_nodes(cfg: &Config, users: &[(String, String)], base: &ConnectParams) -
         idle_timeout: Duration::from_secs(cfg.pool.idle_timeout_s),
         max_lifetime: Duration::from_secs(cfg.pool.max_lifetime_s),
     };
-    cfg.backends
-        .iter()
-        .enumerate()
-        .map(|(id, b)| {
-            let address = b.address();
-            let pools = NodePools::new(&b.name, &address, users, &limits, base);
-            Arc::new(Node {
-                id,
-                name: b.name.clone(),
-                address,
-                pools,
-            })
-        })
-        .collect()
+    let probe = ProbeParams {
+        kind: cfg.topology.kind,
+        interval: Duration::from_millis(cfg.health.interval_ms),
+        fast_interval: Duration::from_millis(cfg.health.fast_interval_ms),
+        timeout: Duration::from_millis(cfg.health.timeout_ms),
+        failures: cfg.health.failures.max(1),
+        lag: cfg.health.max_lag_ms > 0,
+    };
+    NodeFactory {
+        users: users.to_vec(),
+        limits,
+        base: base.clone(),
+        probe,
+        monitor: monitor_credentials(cfg, users),
+        max_lag: (cfg.health.max_lag_ms > 0).then(|| Duration::from_millis(cfg.health.max_lag_ms)),
+    }
 }
 
 /// Probe credentials: [health] user, or the first configured user.
@@ -200,44 +206,6 @@ fn monitor_params(
         password,
         statement_cache: 1,
         ..base.clone()
-    }
-}
-
-fn spawn_probes(
-    cfg: &Config,
-    nodes: &[Arc<Node>],
-    users: &[(String, String)],
-    topo: &Arc<Topology>,
-    pokes: &[Arc<Notify>],
-    fast: watch::Receiver<bool>,
-) {
-    let p = ProbeParams {
-        kind: cfg.topology.kind,
-        interval: Duration::from_millis(cfg.health.interval_ms),
-        fast_interval: Duration::from_millis(cfg.health.fast_interval_ms),
-        timeout: Duration::from_millis(cfg.health.timeout_ms),
-        failures: cfg.health.failures.max(1),
-        lag: cfg.health.max_lag_ms > 0,
-    };
-    let (user, password) = monitor_credentials(cfg, users);
-    for ((n, poke), b) in nodes.iter().zip(pokes).zip(&cfg.backends) {
-        let opts: mysql_async::Opts = mysql_async::OptsBuilder::default()
-            .ip_or_hostname(b.host.clone())
-            .tcp_port(b.port)
-            .user(Some(user.clone()))
-            .pass(Some(password.clone()))
-            .prefer_socket(false)
-            .tcp_nodelay(true)
-            .into();
-        let task = probe::probe_loop(
-            n.id,
-            opts,
-            p.clone(),
-            topo.sender(),
-            poke.clone(),
-            fast.clone(),
-        );
-        tokio::spawn(task);
     }
 }
 
@@ -273,14 +241,32 @@ fn session_limits(cfg: &Config) -> SessionLimits {
     }
 }
 
-/// The configured version string, or the first reachable backend's own.
-async fn server_version(cfg: &Config, users: &[(String, String)], base: &ConnectParams) -> String {
+/// The configured version string, or the first reachable backend's own (discovered
+/// backends are waited for, briefly).
+async fn server_version(
+    cfg: &Config,
+    users: &[(String, String)],
+    base: &ConnectParams,
+    topo: &Topology,
+) -> String {
     if !cfg.server.server_version.is_empty() {
         return cfg.server.server_version.clone();
     }
-    for b in &cfg.backends {
-        let p = monitor_params(cfg, users, base, b.address());
-        if let Ok(c) = BackendConn::connect(&p).await {
+    let mut addresses: Vec<String> = cfg.backends.iter().map(|b| b.address()).collect();
+    for _ in 0..50 {
+        if !addresses.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        addresses = topo
+            .full()
+            .entries
+            .iter()
+            .map(|e| e.node.address.clone())
+            .collect();
+    }
+    for a in addresses {
+        if let Ok(c) = BackendConn::connect(&monitor_params(cfg, users, base, a)).await {
             return c.server_version.clone();
         }
     }

@@ -18,6 +18,8 @@ pub struct Config {
     #[serde(default)]
     pub topology: TopologyConfig,
     #[serde(default)]
+    pub discovery: DiscoveryConfig,
+    #[serde(default)]
     pub backends: Vec<BackendConfig>,
     #[serde(default)]
     pub users: Vec<UserConfig>,
@@ -260,5 +262,50 @@ impl Secret {
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("\"***\"")
+    }
+}
+
+/// Where backends come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DiscoveryKind {
+    /// The [[backends]] list.
+    #[default]
+    Static,
+    /// Pods in a namespace, by label selector; roles from a label, confirmed by probes.
+    Kubernetes,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DiscoveryConfig {
+    pub kind: DiscoveryKind,
+    pub namespace: String,
+    /// Label selector of the database pods.
+    pub selector: String,
+    /// The label holding a pod's role (`primary` / `standby`).
+    pub role_label: String,
+    /// Port of the database on each pod; ignored when port_name is set.
+    pub port: u16,
+    /// A named container port instead of `port`.
+    pub port_name: String,
+    /// A kubeconfig file; empty: the in-cluster service account.
+    pub kubeconfig: String,
+    /// The in-cluster service account directory (token, ca.crt).
+    pub service_account_dir: String,
+}
+
+impl Default for DiscoveryConfig {
+    fn default() -> Self {
+        DiscoveryConfig {
+            kind: DiscoveryKind::Static,
+            namespace: "dolt-cluster-example".into(),
+            selector: "app=dolt".into(),
+            role_label: "dolthub.com/cluster_role".into(),
+            port: 3306,
+            port_name: String::new(),
+            kubeconfig: String::new(),
+            service_account_dir: "/var/run/secrets/kubernetes.io/serviceaccount".into(),
+        }
     }
 }

@@ -110,11 +110,30 @@ impl Config {
         Ok(())
     }
 
+    fn validate_discovery(&self) -> Result<(), ConfigError> {
+        let d = &self.discovery;
+        if d.kind != super::DiscoveryKind::Kubernetes {
+            return Ok(());
+        }
+        let checks = [
+            ("discovery.namespace", d.namespace.is_empty()),
+            ("discovery.selector", d.selector.is_empty()),
+            ("discovery.role_label", d.role_label.is_empty()),
+            ("discovery.port", d.port == 0 && d.port_name.is_empty()),
+        ];
+        match checks.iter().find(|c| c.1) {
+            Some((key, _)) => Err(invalid(*key, "must be set for kind = \"kubernetes\"")),
+            None => Ok(()),
+        }
+    }
+
     fn validate_backends(&self) -> Result<(), ConfigError> {
-        if self.backends.is_empty() {
+        self.validate_discovery()?;
+        let discovered = self.discovery.kind == super::DiscoveryKind::Kubernetes;
+        if self.backends.is_empty() && !discovered {
             return Err(invalid(
                 "backends",
-                "at least one [[backends]] entry is required",
+                "at least one [[backends]] entry is required (or [discovery] kind = \"kubernetes\")",
             ));
         }
         let mut names = HashSet::new();

@@ -3,14 +3,16 @@
 //! and publishes immutable snapshots; sessions load the current snapshot at each lease,
 //! with no lock on the hot path, and may wait for the next one (the write hold).
 
+mod owner;
 pub mod probe;
+
+pub use owner::{Endpoint, NodeFactory, Owner};
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{mpsc, watch};
 
 use crate::config::Role;
 use crate::pool::NodePools;
@@ -28,9 +30,16 @@ pub struct Node {
 #[derive(Clone)]
 pub struct Entry {
     pub node: Arc<Node>,
+    /// Where it came from: a backend name, or a pod name.
+    pub key: String,
     /// The configured role: Primary, Standby, or Auto (left to the probes).
     pub configured: Role,
+    /// The role a discovery label gives (None: not discovered).
+    pub label: Option<Role>,
+    /// The role the last probe found.
+    pub probed: Option<Role>,
     /// The role in force: Primary or Standby; None while an Auto backend is unprobed.
+    /// A discovered backend is primary only when its label and its probe agree.
     pub role: Option<Role>,
     /// Dolt's role epoch, from the probe.
     pub epoch: Option<u64>,
@@ -43,17 +52,33 @@ pub struct Entry {
 }
 
 impl Entry {
-    pub fn new(node: Arc<Node>, configured: Role) -> Entry {
-        let role = (configured != Role::Auto).then_some(configured);
-        Entry {
+    pub fn new(node: Arc<Node>, key: &str, configured: Role, label: Option<Role>) -> Entry {
+        let mut e = Entry {
             node,
+            key: key.to_string(),
             configured,
-            role,
+            label,
+            probed: None,
+            role: None,
             epoch: None,
             healthy: true,
             lag_ok: true,
             checked: false,
             last_error: None,
+        };
+        e.role = e.effective_role();
+        e
+    }
+
+    /// The role in force from configuration, label and probe.
+    pub fn effective_role(&self) -> Option<Role> {
+        match (self.configured, self.label, self.probed) {
+            (Role::Primary | Role::Standby, _, _) => Some(self.configured),
+            (_, _, None) => None,
+            (_, None, probed) => probed,
+            (_, Some(l), Some(p)) if l == p => Some(p),
+            // label and probe disagree (a failover under way): no writes there
+            (_, Some(_), Some(_)) => Some(Role::Standby),
         }
     }
 }
@@ -63,6 +88,8 @@ impl Entry {
 pub struct Snapshot {
     pub entries: Vec<Entry>,
     pub version: u64,
+    /// Discovery has delivered its first set of backends.
+    pub discovered: bool,
 }
 
 impl Snapshot {
@@ -106,9 +133,9 @@ impl Snapshot {
         self.entries.iter().find(|e| e.node.id == id)
     }
 
-    /// Every backend has had its first probe.
+    /// Discovery has answered and every backend has had its first probe.
     pub fn ready(&self) -> bool {
-        self.entries.iter().all(|e| e.checked)
+        self.discovered && self.entries.iter().all(|e| e.checked)
     }
 }
 
@@ -124,12 +151,8 @@ pub enum Update {
     Suspect { id: usize, error: String },
     /// A write was refused as read-only there: it is no primary now; find the one that is.
     ReadOnly { id: usize },
-}
-
-/// How the owner judges probes.
-#[derive(Debug, Clone)]
-pub struct Judge {
-    pub max_lag: Option<Duration>,
+    /// The complete set of backends a discovery source sees now.
+    Endpoints(Vec<Endpoint>),
 }
 
 /// The handle sessions and the admin endpoint hold.
@@ -140,15 +163,13 @@ pub struct Topology {
 }
 
 impl Topology {
-    pub fn new(entries: Vec<Entry>) -> (Arc<Topology>, mpsc::Receiver<Update>) {
+    /// An empty topology and the receiver its owner reads updates from.
+    pub fn new() -> (Arc<Topology>, mpsc::Receiver<Update>) {
         let (tx, rx) = mpsc::channel(1024);
         let t = Topology {
-            current: ArcSwap::from_pointee(Snapshot {
-                entries,
-                version: 1,
-            }),
+            current: ArcSwap::from_pointee(Snapshot::default()),
             updates: tx,
-            version: watch::channel(1).0,
+            version: watch::channel(0).0,
         };
         (Arc::new(t), rx)
     }
@@ -181,118 +202,15 @@ impl Topology {
         let _ = tokio::time::timeout_at(deadline, rx.wait_for(|v| *v > seen)).await;
     }
 
+    pub(crate) fn current(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
     fn publish(&self, s: Snapshot) {
         let v = s.version;
         self.current.store(Arc::new(s));
         self.version.send_replace(v);
     }
-}
-
-/// The owner loop: applies updates and publishes snapshots; `fast` tells the probes
-/// whether a primary is missing (they probe every few milliseconds then).
-pub async fn run_owner(
-    topo: Arc<Topology>,
-    mut rx: mpsc::Receiver<Update>,
-    pokes: Vec<Arc<Notify>>,
-    judge: Judge,
-    fast: watch::Sender<bool>,
-) {
-    while let Some(u) = rx.recv().await {
-        let mut next = (**topo.current.load()).clone();
-        if apply(&mut next, u, &pokes, &judge) {
-            next.version += 1;
-            let missing = next.primary().is_none();
-            topo.publish(next);
-            fast.send_if_modified(|f| std::mem::replace(f, missing) != missing);
-        }
-    }
-}
-
-fn apply(s: &mut Snapshot, u: Update, pokes: &[Arc<Notify>], judge: &Judge) -> bool {
-    match u {
-        Update::Probe { id, result } => s
-            .entries
-            .iter_mut()
-            .find(|e| e.node.id == id)
-            .is_some_and(|e| apply_probe(e, result, judge)),
-        Update::Suspect { id, error } => {
-            tracing::debug!(backend = id, %error, "passive failure signal");
-            if let Some(p) = pokes.get(id) {
-                p.notify_one();
-            }
-            false
-        }
-        Update::ReadOnly { id } => {
-            pokes.iter().for_each(|p| p.notify_one());
-            let Some(e) = s.entries.iter_mut().find(|e| e.node.id == id) else {
-                return false;
-            };
-            if e.configured != Role::Auto || e.role != Some(Role::Primary) {
-                return false;
-            }
-            tracing::warn!(backend = %e.node.name, "write refused as read-only: no longer primary");
-            set_role(e, Role::Standby);
-            true
-        }
-    }
-}
-
-fn apply_probe(e: &mut Entry, result: Result<Probed, String>, judge: &Judge) -> bool {
-    let before = (
-        e.role,
-        e.epoch,
-        e.healthy,
-        e.lag_ok,
-        e.checked,
-        e.last_error.clone(),
-    );
-    match result {
-        Ok(p) => {
-            if !e.healthy {
-                tracing::info!(backend = %e.node.name, "backend healthy");
-            }
-            e.healthy = true;
-            e.last_error = None;
-            e.epoch = p.epoch;
-            e.lag_ok = match (judge.max_lag, p.lag_ms) {
-                (None, _) => true,
-                (Some(max), Some(ms)) => ms <= max.as_millis() as u64,
-                (Some(_), None) => false,
-            };
-            if e.configured == Role::Auto {
-                set_role(e, p.role);
-            }
-        }
-        Err(err) => {
-            if e.healthy {
-                tracing::warn!(backend = %e.node.name, error = %err, "backend unhealthy");
-                e.node.pools.drain_idle();
-            }
-            e.healthy = false;
-            e.last_error = Some(err);
-        }
-    }
-    e.checked = true;
-    before
-        != (
-            e.role,
-            e.epoch,
-            e.healthy,
-            e.lag_ok,
-            e.checked,
-            e.last_error.clone(),
-        )
-}
-
-fn set_role(e: &mut Entry, role: Role) {
-    if e.role == Some(role) {
-        return;
-    }
-    tracing::info!(backend = %e.node.name, from = ?e.role, to = role.as_str(), "role changed");
-    if e.role == Some(Role::Primary) {
-        e.node.pools.drain_idle(); // connections to a demoted primary are not reused
-    }
-    e.role = Some(role);
 }
 
 #[cfg(test)]

@@ -1,6 +1,9 @@
+use std::time::Duration;
+
+use super::owner::apply_probe;
 use super::*;
 use crate::backend::ConnectParams;
-use crate::pool::PoolLimits;
+use crate::pool::{NodePools, PoolLimits};
 
 fn node(id: usize) -> Arc<Node> {
     let limits = PoolLimits {
@@ -28,10 +31,15 @@ fn node(id: usize) -> Arc<Node> {
     })
 }
 
+fn entry(id: usize, configured: Role, label: Option<Role>) -> Entry {
+    Entry::new(node(id), &format!("n{id}"), configured, label)
+}
+
 fn snap(entries: Vec<Entry>) -> Snapshot {
     Snapshot {
         entries,
         version: 1,
+        discovered: true,
     }
 }
 
@@ -43,13 +51,11 @@ fn probed(role: Role, epoch: Option<u64>) -> Result<Probed, String> {
     })
 }
 
-const JUDGE: Judge = Judge { max_lag: None };
-
 #[test]
 fn one_primary_and_standbys() {
     let s = snap(vec![
-        Entry::new(node(0), Role::Primary),
-        Entry::new(node(1), Role::Standby),
+        entry(0, Role::Primary, None),
+        entry(1, Role::Standby, None),
     ]);
     assert_eq!(s.primary().map(|n| n.id), Some(0));
     assert_eq!(s.standby(None, 0).map(|n| n.id), Some(1));
@@ -58,22 +64,21 @@ fn one_primary_and_standbys() {
 
 #[test]
 fn two_primaries_trust_the_higher_epoch_or_neither() {
-    let mut a = Entry::new(node(0), Role::Auto);
-    let mut b = Entry::new(node(1), Role::Auto);
-    assert!(apply_probe(&mut a, probed(Role::Primary, Some(3)), &JUDGE));
-    assert!(apply_probe(&mut b, probed(Role::Primary, Some(4)), &JUDGE));
+    let (mut a, mut b) = (entry(0, Role::Auto, None), entry(1, Role::Auto, None));
+    assert!(apply_probe(&mut a, probed(Role::Primary, Some(3)), None));
+    assert!(apply_probe(&mut b, probed(Role::Primary, Some(4)), None));
     assert_eq!(
         snap(vec![a.clone(), b.clone()]).primary().map(|n| n.id),
         Some(1)
     );
-    apply_probe(&mut b, probed(Role::Primary, Some(3)), &JUDGE);
+    apply_probe(&mut b, probed(Role::Primary, Some(3)), None);
     assert_eq!(
         snap(vec![a.clone(), b.clone()]).primary().map(|n| n.id),
         None,
         "equal epochs: no primary"
     );
-    apply_probe(&mut a, probed(Role::Primary, None), &JUDGE);
-    apply_probe(&mut b, probed(Role::Primary, None), &JUDGE);
+    apply_probe(&mut a, probed(Role::Primary, None), None);
+    apply_probe(&mut b, probed(Role::Primary, None), None);
     assert!(
         snap(vec![a, b]).primary().is_none(),
         "no epochs: cannot tell, no writes"
@@ -81,77 +86,54 @@ fn two_primaries_trust_the_higher_epoch_or_neither() {
 }
 
 #[test]
-fn auto_roles_follow_probes_and_read_only_errors() {
-    let mut s = snap(vec![
-        Entry::new(node(0), Role::Auto),
-        Entry::new(node(1), Role::Auto),
-    ]);
-    assert!(s.primary().is_none() && !s.ready(), "unprobed");
-    assert!(apply(
-        &mut s,
-        Update::Probe {
-            id: 0,
-            result: probed(Role::Primary, None)
-        },
-        &[],
-        &JUDGE
-    ));
-    assert!(apply(
-        &mut s,
-        Update::Probe {
-            id: 1,
-            result: probed(Role::Standby, None)
-        },
-        &[],
-        &JUDGE
-    ));
-    assert!(s.ready());
-    assert_eq!(s.primary().map(|n| n.id), Some(0));
+fn auto_roles_follow_probes() {
+    let mut a = entry(0, Role::Auto, None);
+    assert!(!snap(vec![a.clone()]).ready(), "unprobed");
+    assert_eq!(a.role, None);
+    apply_probe(&mut a, probed(Role::Primary, None), None);
+    assert_eq!(a.role, Some(Role::Primary));
+    assert!(snap(vec![a.clone()]).ready());
     assert!(
-        apply(&mut s, Update::ReadOnly { id: 0 }, &[], &JUDGE),
-        "a refused write demotes at once"
-    );
-    assert!(s.primary().is_none());
-    assert!(
-        !apply(
-            &mut s,
-            Update::Probe {
-                id: 1,
-                result: probed(Role::Standby, None)
-            },
-            &[],
-            &JUDGE
-        ),
+        !apply_probe(&mut a, probed(Role::Primary, None), None),
         "no change, no new snapshot"
     );
-    apply(
-        &mut s,
-        Update::Probe {
-            id: 1,
-            result: probed(Role::Primary, None),
-        },
-        &[],
-        &JUDGE,
+    apply_probe(&mut a, probed(Role::Standby, None), None);
+    assert_eq!(a.role, Some(Role::Standby));
+}
+
+#[test]
+fn a_discovered_primary_needs_label_and_probe_to_agree() {
+    let mut e = entry(0, Role::Auto, Some(Role::Primary));
+    apply_probe(&mut e, probed(Role::Standby, None), None);
+    assert_eq!(
+        e.role,
+        Some(Role::Standby),
+        "labelled primary, not yet promoted"
     );
-    assert_eq!(s.primary().map(|n| n.id), Some(1));
+    apply_probe(&mut e, probed(Role::Primary, None), None);
+    assert_eq!(e.role, Some(Role::Primary));
+    e.label = Some(Role::Standby);
+    assert_eq!(
+        e.effective_role(),
+        Some(Role::Standby),
+        "relabelled standby: no more writes"
+    );
 }
 
 #[test]
 fn static_roles_ignore_probes_but_not_health() {
-    let mut e = Entry::new(node(0), Role::Primary);
-    apply_probe(&mut e, probed(Role::Standby, None), &JUDGE);
+    let mut e = entry(0, Role::Primary, None);
+    apply_probe(&mut e, probed(Role::Standby, None), None);
     assert_eq!(e.role, Some(Role::Primary));
-    apply_probe(&mut e, Err("down".into()), &JUDGE);
+    apply_probe(&mut e, Err("down".into()), None);
     assert!(!e.healthy);
     assert!(snap(vec![e]).primary().is_none());
 }
 
 #[test]
 fn lagging_standbys_leave_the_rotation() {
-    let judge = Judge {
-        max_lag: Some(Duration::from_millis(500)),
-    };
-    let mut e = Entry::new(node(0), Role::Standby);
+    let max = Some(Duration::from_millis(500));
+    let mut e = entry(0, Role::Standby, None);
     apply_probe(
         &mut e,
         Ok(Probed {
@@ -159,7 +141,7 @@ fn lagging_standbys_leave_the_rotation() {
             epoch: None,
             lag_ms: Some(2000),
         }),
-        &judge,
+        max,
     );
     assert!(snap(vec![e.clone()]).standby(None, 0).is_none());
     apply_probe(
@@ -169,7 +151,7 @@ fn lagging_standbys_leave_the_rotation() {
             epoch: None,
             lag_ms: None,
         }),
-        &judge,
+        max,
     );
     assert!(!e.lag_ok, "stopped replication counts as lagging");
     apply_probe(
@@ -179,7 +161,13 @@ fn lagging_standbys_leave_the_rotation() {
             epoch: None,
             lag_ms: Some(100),
         }),
-        &judge,
+        max,
     );
     assert!(snap(vec![e]).standby(None, 0).is_some());
+}
+
+#[test]
+fn no_discovery_yet_is_not_ready() {
+    let s = Snapshot::default();
+    assert!(!s.ready());
 }

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod chaos;
+pub mod fake_k8s;
 pub mod raw;
 
 use std::sync::Once;
@@ -165,4 +166,47 @@ pub async fn wait_rows(table: &str, n: u32) {
         }
         assert_eq!(seen, Some(n), "{table} rows on {host}");
     }
+}
+
+/// A proxy that discovers its backends from `k8s` (through an explicit kubeconfig).
+pub fn kube_config(k8s: &fake_k8s::FakeK8s, tweak: impl FnOnce(&mut Config)) -> Config {
+    let kubeconfig = k8s.kubeconfig().display().to_string();
+    config(|c| {
+        c.backends.clear();
+        c.discovery.kind = switchyard::config::DiscoveryKind::Kubernetes;
+        c.discovery.kubeconfig = kubeconfig;
+        tweak(c);
+    })
+}
+
+/// Waits (bounded) until the proxy's topology satisfies `check`.
+pub async fn wait_topology(
+    r: &Running,
+    what: &str,
+    check: impl Fn(&switchyard::topology::Snapshot) -> bool,
+) {
+    for _ in 0..400 {
+        if check(&r.shared.topology.full()) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let s = r.shared.topology.full();
+    let seen: Vec<String> = s
+        .entries
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {} {:?} {:?} healthy={}",
+                e.key, e.node.address, e.label, e.role, e.healthy
+            )
+        })
+        .collect();
+    panic!("topology never reached: {what}; it has {seen:?}");
+}
+
+/// The discovered primary's key, if any.
+pub fn primary_key(s: &switchyard::topology::Snapshot) -> Option<String> {
+    let p = s.primary()?;
+    s.node(p.id).map(|e| e.key.clone())
 }

@@ -1,0 +1,290 @@
+//! The one owner of the topology: it applies updates (probe results, passive signals,
+//! read-only refusals, discovered endpoints), creates and retires nodes with their pools
+//! and probe tasks, and publishes each new snapshot.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch, Notify};
+use tokio::task::JoinHandle;
+
+use super::probe::{self, ProbeParams, Probed};
+use super::{Entry, Node, Snapshot, Topology, Update};
+use crate::backend::ConnectParams;
+use crate::config::Role;
+use crate::pool::{NodePools, PoolLimits};
+
+/// A backend as a source names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// Stable name: a configured backend's name or a pod's name.
+    pub key: String,
+    /// host:port
+    pub address: String,
+    pub configured: Role,
+    /// The role label of a discovered pod.
+    pub label: Option<Role>,
+}
+
+/// What the owner needs to create a node: pools and a probe task.
+pub struct NodeFactory {
+    pub users: Vec<(String, String)>,
+    pub limits: PoolLimits,
+    pub base: ConnectParams,
+    pub probe: ProbeParams,
+    /// Probe credentials.
+    pub monitor: (String, String),
+    pub max_lag: Option<Duration>,
+}
+
+impl NodeFactory {
+    fn node(&self, id: usize, ep: &Endpoint) -> Arc<Node> {
+        let pools = NodePools::new(&ep.key, &ep.address, &self.users, &self.limits, &self.base);
+        Arc::new(Node {
+            id,
+            name: ep.key.clone(),
+            address: ep.address.clone(),
+            pools,
+        })
+    }
+
+    fn probe_opts(&self, address: &str) -> mysql_async::Opts {
+        let (host, port) = address.rsplit_once(':').unwrap_or((address, "3306"));
+        mysql_async::OptsBuilder::default()
+            .ip_or_hostname(
+                host.trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_string(),
+            )
+            .tcp_port(port.parse().unwrap_or(3306))
+            .user(Some(self.monitor.0.clone()))
+            .pass(Some(self.monitor.1.clone()))
+            .prefer_socket(false)
+            .tcp_nodelay(true)
+            .into()
+    }
+}
+
+struct Probe {
+    poke: Arc<Notify>,
+    task: JoinHandle<()>,
+}
+
+/// The owner task's state.
+pub struct Owner {
+    topo: Arc<Topology>,
+    factory: NodeFactory,
+    probes: HashMap<usize, Probe>,
+    next_id: usize,
+    fast: watch::Sender<bool>,
+}
+
+impl Owner {
+    /// Starts the owner with the static backends (if any) and returns at once.
+    pub fn start(
+        topo: Arc<Topology>,
+        rx: mpsc::Receiver<Update>,
+        factory: NodeFactory,
+        initial: Option<Vec<Endpoint>>,
+    ) {
+        let mut owner = Owner {
+            topo,
+            factory,
+            probes: HashMap::new(),
+            next_id: 0,
+            fast: watch::channel(false).0,
+        };
+        let mut snap = Snapshot::default();
+        if let Some(eps) = initial {
+            owner.set_endpoints(&mut snap, eps);
+        }
+        owner.publish(snap);
+        tokio::spawn(owner.run(rx));
+    }
+
+    async fn run(mut self, mut rx: mpsc::Receiver<Update>) {
+        while let Some(u) = rx.recv().await {
+            let mut next = (*self.topo.current()).clone();
+            if self.apply(&mut next, u) {
+                self.publish(next);
+            }
+        }
+    }
+
+    fn publish(&mut self, mut s: Snapshot) {
+        s.version += 1;
+        let missing = s.primary().is_none();
+        self.topo.publish(s);
+        self.fast
+            .send_if_modified(|f| std::mem::replace(f, missing) != missing);
+    }
+
+    fn poke_all(&self) {
+        self.probes.values().for_each(|p| p.poke.notify_one());
+    }
+
+    fn apply(&mut self, s: &mut Snapshot, u: Update) -> bool {
+        match u {
+            Update::Probe { id, result } => {
+                let max_lag = self.factory.max_lag;
+                s.entries
+                    .iter_mut()
+                    .find(|e| e.node.id == id)
+                    .is_some_and(|e| apply_probe(e, result, max_lag))
+            }
+            Update::Suspect { id, error } => {
+                tracing::debug!(backend = id, %error, "passive failure signal");
+                if let Some(p) = self.probes.get(&id) {
+                    p.poke.notify_one();
+                }
+                false
+            }
+            Update::ReadOnly { id } => {
+                self.poke_all();
+                s.entries
+                    .iter_mut()
+                    .find(|e| e.node.id == id)
+                    .is_some_and(demote)
+            }
+            Update::Endpoints(eps) => self.set_endpoints(s, eps),
+        }
+    }
+
+    /// Replaces the backends with `eps`: new ones get a node and a probe, gone ones are
+    /// retired (their idle connections closed), label changes are probed at once.
+    fn set_endpoints(&mut self, s: &mut Snapshot, eps: Vec<Endpoint>) -> bool {
+        let mut changed = !s.discovered;
+        s.discovered = true;
+        let before = s.entries.len();
+        let (keep, gone): (Vec<Entry>, Vec<Entry>) =
+            std::mem::take(&mut s.entries).into_iter().partition(|e| {
+                eps.iter()
+                    .any(|ep| ep.key == e.key && ep.address == e.node.address)
+            });
+        for e in gone {
+            tracing::info!(backend = %e.key, address = %e.node.address, "backend removed");
+            self.retire(&e);
+        }
+        s.entries = keep;
+        for ep in &eps {
+            match s.entries.iter_mut().find(|e| e.key == ep.key) {
+                Some(e) if e.label != ep.label => {
+                    tracing::info!(backend = %e.key, label = ?ep.label, "role label changed");
+                    e.label = ep.label;
+                    refresh_role(e);
+                    if let Some(p) = self.probes.get(&e.node.id) {
+                        p.poke.notify_one();
+                    }
+                    changed = true;
+                }
+                Some(_) => {}
+                None => {
+                    s.entries.push(self.add(ep));
+                    changed = true;
+                }
+            }
+        }
+        changed || s.entries.len() != before
+    }
+
+    fn add(&mut self, ep: &Endpoint) -> Entry {
+        let id = self.next_id;
+        self.next_id += 1;
+        tracing::info!(backend = %ep.key, address = %ep.address, role = ep.configured.as_str(), label = ?ep.label, "backend added");
+        let node = self.factory.node(id, ep);
+        let poke = Arc::new(Notify::new());
+        let opts = self.factory.probe_opts(&ep.address);
+        let updates = self.topo.sender();
+        let task = tokio::spawn(probe::probe_loop(
+            id,
+            opts,
+            self.factory.probe.clone(),
+            updates,
+            poke.clone(),
+            self.fast.subscribe(),
+        ));
+        self.probes.insert(id, Probe { poke, task });
+        Entry::new(node, &ep.key, ep.configured, ep.label)
+    }
+
+    fn retire(&mut self, e: &Entry) {
+        if let Some(p) = self.probes.remove(&e.node.id) {
+            p.task.abort();
+        }
+        e.node.pools.drain_idle();
+    }
+}
+
+/// A write refused as read-only: not primary now, whatever it claimed.
+fn demote(e: &mut Entry) -> bool {
+    if e.configured != Role::Auto || e.role != Some(Role::Primary) {
+        return false;
+    }
+    tracing::warn!(backend = %e.key, "write refused as read-only: no longer primary");
+    e.probed = Some(Role::Standby);
+    refresh_role(e);
+    true
+}
+
+pub(super) fn apply_probe(
+    e: &mut Entry,
+    result: Result<Probed, String>,
+    max_lag: Option<Duration>,
+) -> bool {
+    let before = (
+        e.role,
+        e.epoch,
+        e.healthy,
+        e.lag_ok,
+        e.checked,
+        e.last_error.clone(),
+    );
+    match result {
+        Ok(p) => {
+            if !e.healthy {
+                tracing::info!(backend = %e.key, "backend healthy");
+            }
+            e.healthy = true;
+            e.last_error = None;
+            e.epoch = p.epoch;
+            e.lag_ok = match (max_lag, p.lag_ms) {
+                (None, _) => true,
+                (Some(max), Some(ms)) => ms <= max.as_millis() as u64,
+                (Some(_), None) => false,
+            };
+            e.probed = Some(p.role);
+            refresh_role(e);
+        }
+        Err(err) => {
+            if e.healthy {
+                tracing::warn!(backend = %e.key, error = %err, "backend unhealthy");
+                e.node.pools.drain_idle();
+            }
+            e.healthy = false;
+            e.last_error = Some(err);
+        }
+    }
+    e.checked = true;
+    before
+        != (
+            e.role,
+            e.epoch,
+            e.healthy,
+            e.lag_ok,
+            e.checked,
+            e.last_error.clone(),
+        )
+}
+
+fn refresh_role(e: &mut Entry) {
+    let role = e.effective_role();
+    if e.role == role {
+        return;
+    }
+    tracing::info!(backend = %e.key, from = ?e.role, to = ?role, "role changed");
+    if e.role == Some(Role::Primary) {
+        e.node.pools.drain_idle(); // connections to a demoted primary are not reused
+    }
+    e.role = role;
+}
