@@ -196,7 +196,7 @@ async fn failover_under_load_without_a_restart() {
         task.await.unwrap();
     }
 
-    let r = rec.lock();
+    let r = std::mem::take(&mut *rec.lock());
     assert!(
         r.read_errors.is_empty(),
         "failed reads: {:?}",
@@ -230,7 +230,6 @@ async fn failover_under_load_without_a_restart() {
         "the writer kept writing: {}",
         r.acked.len()
     );
-    drop(r);
     // a client that sat idle through every failover carries on, reads and writes
     let one: u32 = idle.query_first("SELECT 1").await.unwrap().unwrap();
     assert_eq!(one, 1);
