@@ -33,7 +33,7 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cfg = match load(&args) {
+    let cfg = match load(&args, !args.check_config) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("switchyard: {e}");
@@ -42,7 +42,8 @@ fn main() -> ExitCode {
     };
     if args.check_config {
         println!(
-            "config OK: {} backends, {} users, listen {}, admin {}",
+            "config OK: {:?} discovery, {} static backends, {} users, listen {}, admin {} (passwords from the environment or files are read at start)",
+            cfg.discovery.kind,
             cfg.backends.len(),
             cfg.users.len(),
             cfg.server.listen,
@@ -53,8 +54,12 @@ fn main() -> ExitCode {
     run(cfg)
 }
 
-fn load(args: &Args) -> Result<Config, switchyard::config::ConfigError> {
-    let mut cfg = Config::load(&args.config)?;
+fn load(args: &Args, resolve: bool) -> Result<Config, switchyard::config::ConfigError> {
+    let mut cfg = if resolve {
+        Config::load(&args.config)?
+    } else {
+        Config::load_unresolved(&args.config)?
+    };
     if let Some(l) = &args.listen {
         cfg.server.listen = l.clone();
     }

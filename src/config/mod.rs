@@ -17,11 +17,17 @@ impl Config {
 
     /// Reads, parses, validates and resolves secrets of a config file.
     pub fn load(path: &std::path::Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError::Io(path.display().to_string(), e.to_string()))?;
-        let mut cfg = Config::from_toml(&text)?;
+        let mut cfg = Config::load_unresolved(path)?;
         cfg.resolve_secrets()?;
         Ok(cfg)
+    }
+
+    /// Reads, parses and validates a config file; passwords from the environment or files
+    /// stay unread (`--check-config` runs where those secrets are not).
+    pub fn load_unresolved(path: &std::path::Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::Io(path.display().to_string(), e.to_string()))?;
+        Config::from_toml(&text)
     }
 }
 
