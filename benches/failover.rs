@@ -13,7 +13,6 @@
 //! Leaves 127.0.0.11 primary. Needs the local cluster (scripts/local-cluster.sh up).
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -20,7 +20,9 @@ pub fn router(shared: Arc<Shared>) -> Router {
 }
 
 async fn readyz(State(s): State<Arc<Shared>>) -> (StatusCode, &'static str) {
-    if s.topology.snapshot().ready() {
+    if *s.draining.borrow() {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
+    } else if s.topology.snapshot().ready() {
         (StatusCode::OK, "ready\n")
     } else {
         (

@@ -26,7 +26,24 @@ pub struct Running {
 }
 
 impl Running {
+    /// Starts a graceful shutdown: readiness turns false, no new clients are accepted, and
+    /// each session closes at its next boundary outside a transaction.
+    pub fn drain(&self) {
+        self.shared.draining.send_replace(true);
+    }
+
+    /// Waits until every session has ended or `deadline` passes; the sessions left.
+    pub async fn drained(&self, deadline: std::time::Duration) -> usize {
+        let end = tokio::time::Instant::now() + deadline;
+        while !self.shared.registry.is_empty() && tokio::time::Instant::now() < end {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        self.shared.registry.len()
+    }
+
+    /// Stops the admin endpoint (after draining).
     pub fn shutdown(&self) {
+        self.drain();
         let _ = self.shutdown.send(true);
     }
 }
@@ -72,6 +89,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         stats: Stats::default(),
         server_version,
         limits: session_limits(&cfg),
+        draining: watch::channel(false).0,
     });
     let (tx, rx) = watch::channel(false);
     let listener = bind(&cfg.server.listen).await?;
@@ -86,11 +104,12 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         shared: shared.clone(),
         shutdown: tx,
     };
+    let draining = shared.draining.subscribe();
     tokio::spawn(crate::listener::run(
         listener,
         shared.clone(),
         cfg.server.max_client_connections,
-        rx.clone(),
+        draining,
     ));
     tokio::spawn(serve_admin(admin, shared, rx));
     tracing::info!(listen = %running.listen, admin = %running.admin, "switchyard started");

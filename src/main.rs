@@ -81,6 +81,7 @@ fn run(cfg: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let drain_s = cfg.server.shutdown_timeout_s;
     rt.block_on(async {
         let running = match switchyard::app::start(cfg).await {
             Ok(r) => r,
@@ -90,7 +91,14 @@ fn run(cfg: Config) -> ExitCode {
             }
         };
         wait_for_signal().await;
-        tracing::info!("shutting down");
+        tracing::info!(deadline_s = drain_s, "shutting down: draining sessions");
+        running.drain();
+        let left = running
+            .drained(std::time::Duration::from_secs(drain_s))
+            .await;
+        if left > 0 {
+            tracing::warn!(sessions = left, "drain deadline passed; closing the rest");
+        }
         running.shutdown();
         ExitCode::SUCCESS
     })

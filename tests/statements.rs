@@ -494,3 +494,66 @@ async fn pools_keep_min_idle_connections_open() {
     let one: u32 = c.query_first("SELECT 1").await.unwrap().unwrap();
     assert_eq!(one, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_lets_transactions_finish_then_closes() {
+    let p = start_default().await;
+    let t = table("drain");
+    let mut idle = connect(&p, "strict").await;
+    let mut busy = connect(&p, "strict").await;
+    busy.query_drop(format!("CREATE TABLE {t} (id INT PRIMARY KEY)"))
+        .await
+        .unwrap();
+    busy.query_drop("BEGIN").await.unwrap();
+    busy.query_drop(format!("INSERT INTO {t} VALUES (1)"))
+        .await
+        .unwrap();
+    p.drain();
+    let ready = raw_http_status(p.admin.port(), "/readyz").await;
+    assert_eq!(ready, 503, "not ready while draining");
+    assert!(
+        idle.query_drop("SELECT 1").await.is_err(),
+        "an idle client is closed"
+    );
+    busy.query_drop(format!("INSERT INTO {t} VALUES (2)"))
+        .await
+        .expect("the transaction goes on");
+    busy.query_drop("COMMIT").await.expect("and commits");
+    assert!(
+        busy.query_drop("SELECT 1").await.is_err(),
+        "then the client is closed"
+    );
+    assert_eq!(p.drained(std::time::Duration::from_secs(5)).await, 0);
+    assert!(
+        mysql_async::Conn::new(opts(&p, "strict")).await.is_err(),
+        "no new clients"
+    );
+    let n: u32 = direct(PRIMARY)
+        .await
+        .query_first(format!("SELECT COUNT(*) FROM {t}"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(n, 2, "the drained transaction committed");
+    direct(PRIMARY)
+        .await
+        .query_drop(format!("DROP TABLE {t}"))
+        .await
+        .unwrap();
+}
+
+async fn raw_http_status(port: u16, path: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}

@@ -38,6 +38,8 @@ pub struct ServerConfig {
     pub max_packet_bytes: usize,
     /// How long a client may sit idle between commands before it is closed (0: forever).
     pub client_idle_timeout_s: u64,
+    /// On SIGTERM: how long transactions in flight may take to finish.
+    pub shutdown_timeout_s: u64,
 }
 
 impl Default for ServerConfig {
@@ -50,6 +52,7 @@ impl Default for ServerConfig {
             handshake_timeout_ms: 10_000,
             max_packet_bytes: 64 << 20,
             client_idle_timeout_s: 0,
+            shutdown_timeout_s: 30,
         }
     }
 }

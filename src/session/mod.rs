@@ -58,6 +58,8 @@ pub struct Shared {
     pub stats: Stats,
     pub server_version: String,
     pub limits: SessionLimits,
+    /// True once a graceful shutdown started.
+    pub draining: tokio::sync::watch::Sender<bool>,
 }
 
 /// A backend connection kept across commands (transaction or pin).
@@ -181,9 +183,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 
     async fn run(&mut self) -> SessionEnd {
         let handle = self.handle.clone();
+        let mut draining = self.shared.draining.subscribe();
         loop {
+            // shutting down: close between transactions (a transaction finishes first)
+            if *draining.borrow_and_update() && !self.in_transaction() && self.held.is_none() {
+                return SessionEnd::Closed("shutting down".into());
+            }
             let packet = tokio::select! {
                 p = self.read_command() => p,
+                _ = draining.changed() => continue,
                 _ = handle.close.notified() => return SessionEnd::Closed("killed".into()),
             };
             let payload = match packet {

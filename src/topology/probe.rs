@@ -69,15 +69,12 @@ pub async fn probe_loop(
                 return;
             }
         }
-        let wait = if *fast.borrow() || failed > 0 {
-            p.fast_interval.max(Duration::from_millis(5))
-        } else {
-            p.interval
-        };
-        let wait = if failed > 0 {
-            wait.max(Duration::from_millis(250))
-        } else {
-            wait
+        // a failover kills connections, fresh ones too: a few quick retries before backing off
+        let wait = match failed {
+            0 if *fast.borrow() => p.fast_interval,
+            0 => p.interval,
+            1..=3 => p.fast_interval.max(Duration::from_millis(5)),
+            _ => Duration::from_millis(250),
         };
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
