@@ -3,7 +3,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
@@ -16,6 +16,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/status", get(status))
+        .route("/backends/{name}/drain", axum::routing::post(drain))
+        .route("/backends/{name}/undrain", axum::routing::post(undrain))
         .with_state(shared)
 }
 
@@ -30,6 +32,24 @@ async fn readyz(State(s): State<Arc<Shared>>) -> (StatusCode, &'static str) {
             "waiting for the first health check of every backend\n",
         )
     }
+}
+
+/// Drains a backend by hand (like ProxySQL's OFFLINE_SOFT): no new leases, work in
+/// flight finishes. The topology owner applies it.
+async fn drain(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> (StatusCode, String) {
+    set_drain(&s, &name, true).await
+}
+
+async fn undrain(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> (StatusCode, String) {
+    set_drain(&s, &name, false).await
+}
+
+async fn set_drain(s: &Shared, name: &str, on: bool) -> (StatusCode, String) {
+    if !s.topology.drain(name, on).await {
+        return (StatusCode::NOT_FOUND, format!("no backend named {name}\n"));
+    }
+    let verb = if on { "draining" } else { "serving" };
+    (StatusCode::OK, format!("{name}: {verb}\n"))
 }
 
 async fn status(State(s): State<Arc<Shared>>) -> Json<Value> {
@@ -62,6 +82,7 @@ async fn status(State(s): State<Arc<Shared>>) -> Json<Value> {
                 "configured_role": e.configured.as_str(),
                 "epoch": e.epoch,
                 "lag_ok": e.lag_ok,
+                "drained": e.drained,
                 "healthy": e.healthy,
                 "checked": e.checked,
                 "last_error": e.last_error,

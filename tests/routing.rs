@@ -341,3 +341,60 @@ async fn read_only_transactions_run_on_standbys_and_move_when_they_write() {
     c.query_drop("COMMIT").await.unwrap();
     c.query_drop(format!("DROP TABLE {t}")).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_drained_through_the_admin_port_gets_no_new_leases() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let p = start_default().await;
+    let post = |path: String| async move {
+        let mut s = tokio::net::TcpStream::connect(p.admin).await.unwrap();
+        let req = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    };
+    let n2 = server_id_of(STANDBYS[0]).await;
+    let n3 = server_id_of(STANDBYS[1]).await;
+    assert!(post("/backends/n2/drain".into())
+        .await
+        .starts_with("HTTP/1.1 200"));
+    assert!(post("/backends/nope/drain".into())
+        .await
+        .starts_with("HTTP/1.1 404"));
+    for _ in 0..100 {
+        if p.shared
+            .topology
+            .snapshot()
+            .entries
+            .iter()
+            .any(|e| e.key == "n2" && e.drained)
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let mut c = connect(&p, "strict").await;
+    for _ in 0..8 {
+        let s: u32 = c.query_first("SELECT @@server_id").await.unwrap().unwrap();
+        assert_eq!(s, n3, "the drained standby got no reads");
+    }
+    assert!(post("/backends/n2/undrain".into())
+        .await
+        .starts_with("HTTP/1.1 200"));
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..200 {
+        seen.insert(
+            c.query_first::<u32, _>("SELECT @@server_id")
+                .await
+                .unwrap()
+                .unwrap(),
+        );
+        if seen.contains(&n2) {
+            break;
+        }
+    }
+    assert!(seen.contains(&n2), "back in the rotation");
+}

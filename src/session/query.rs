@@ -130,6 +130,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             .node(u.node)
             .is_some_and(|n| n.configured == Role::Auto);
         let held = u.from_held;
+        let node = u.node;
         let kind = e.refusal();
         match kind {
             Some(Refusal::ReadOnly) => {
@@ -148,8 +149,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let again = retry && !held && (kind == Some(Refusal::Killed) || auto);
         if again {
             self.shared.stats.reroutes.fetch_add(1, Ordering::Relaxed);
-            if kind == Some(Refusal::ReadOnly) {
-                topo.changed_since(seen, deadline).await;
+            // wait while the snapshot still names the refusing backend primary (the owner
+            // demotes it at once; a newer snapshot may already name the true primary)
+            let mut v = seen;
+            while kind == Some(Refusal::ReadOnly) && tokio::time::Instant::now() < deadline {
+                let snap = topo.snapshot();
+                if snap.primary().map(|n| n.id) != Some(node) {
+                    break;
+                }
+                v = v.max(snap.version);
+                topo.changed_since(v, deadline).await;
             }
         }
         again

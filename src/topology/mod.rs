@@ -49,6 +49,8 @@ pub struct Entry {
     /// The first probe has finished.
     pub checked: bool,
     pub last_error: Option<String>,
+    /// Drained by hand (admin): no new leases; work in flight finishes.
+    pub drained: bool,
 }
 
 impl Entry {
@@ -65,6 +67,7 @@ impl Entry {
             lag_ok: true,
             checked: false,
             last_error: None,
+            drained: false,
         };
         e.role = e.effective_role();
         e
@@ -99,7 +102,7 @@ impl Snapshot {
         let mut claims = self
             .entries
             .iter()
-            .filter(|e| e.healthy && e.role == Some(Role::Primary));
+            .filter(|e| e.healthy && !e.drained && e.role == Some(Role::Primary));
         let first = claims.next()?;
         let mut best = first;
         let mut unique = true;
@@ -123,7 +126,11 @@ impl Snapshot {
         (0..n)
             .map(|i| &self.entries[(i + spread) % n])
             .filter(|e| {
-                e.role == Some(Role::Standby) && e.healthy && e.lag_ok && Some(e.node.id) != exclude
+                e.role == Some(Role::Standby)
+                    && e.healthy
+                    && e.lag_ok
+                    && !e.drained
+                    && Some(e.node.id) != exclude
             })
             .min_by_key(|e| e.node.pools.outstanding.load(Ordering::Relaxed))
             .map(|e| &e.node)
@@ -153,6 +160,8 @@ pub enum Update {
     ReadOnly { id: usize },
     /// The complete set of backends a discovery source sees now.
     Endpoints(Vec<Endpoint>),
+    /// Drain a backend by hand (true) or put it back (false), by name.
+    Drain { key: String, on: bool },
 }
 
 /// The handle sessions and the admin endpoint hold.
@@ -190,6 +199,20 @@ impl Topology {
     /// Reports a write refused as read-only.
     pub fn read_only(&self, id: usize) {
         let _ = self.updates.try_send(Update::ReadOnly { id });
+    }
+
+    /// Asks the owner to drain a backend by name (or undrain it).
+    pub async fn drain(&self, key: &str, on: bool) -> bool {
+        let known = self.snapshot().entries.iter().any(|e| e.key == key);
+        known
+            && self
+                .updates
+                .send(Update::Drain {
+                    key: key.to_string(),
+                    on,
+                })
+                .await
+                .is_ok()
     }
 
     pub fn sender(&self) -> mpsc::Sender<Update> {

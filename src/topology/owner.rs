@@ -148,6 +148,15 @@ impl Owner {
                     .is_some_and(demote)
             }
             Update::Endpoints(eps) => self.set_endpoints(s, eps),
+            Update::Drain { key, on } => {
+                s.entries
+                    .iter_mut()
+                    .find(|e| e.key == key)
+                    .is_some_and(|e| {
+                        tracing::info!(backend = %key, drained = on, "drain set by hand");
+                        std::mem::replace(&mut e.drained, on) != on
+                    })
+            }
         }
     }
 
