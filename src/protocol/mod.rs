@@ -35,25 +35,12 @@ pub fn client_capabilities() -> CapabilityFlags {
         | CapabilityFlags::CLIENT_DEPRECATE_EOF
 }
 
-/// Capabilities switchyard uses towards every backend: one fixed set. MULTI_STATEMENTS is
-/// toggled per lease with COM_SET_OPTION to follow the client; FOUND_ROWS is per pool.
+/// Capabilities switchyard uses towards every backend: one fixed set, the clients' set
+/// without CONNECT_WITH_DB (the schema is set per lease). MULTI_STATEMENTS is toggled per
+/// lease with COM_SET_OPTION to follow the client; FOUND_ROWS is per pool.
 pub fn backend_capabilities(found_rows: bool) -> CapabilityFlags {
-    let mut caps = CapabilityFlags::CLIENT_LONG_PASSWORD
-        | CapabilityFlags::CLIENT_LONG_FLAG
-        | CapabilityFlags::CLIENT_LOCAL_FILES
-        | CapabilityFlags::CLIENT_PROTOCOL_41
-        | CapabilityFlags::CLIENT_TRANSACTIONS
-        | CapabilityFlags::CLIENT_SECURE_CONNECTION
-        | CapabilityFlags::CLIENT_MULTI_STATEMENTS
-        | CapabilityFlags::CLIENT_MULTI_RESULTS
-        | CapabilityFlags::CLIENT_PS_MULTI_RESULTS
-        | CapabilityFlags::CLIENT_PLUGIN_AUTH
-        | CapabilityFlags::CLIENT_CONNECT_ATTRS
-        | CapabilityFlags::CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA
-        | CapabilityFlags::CLIENT_DEPRECATE_EOF;
-    if found_rows {
-        caps |= CapabilityFlags::CLIENT_FOUND_ROWS;
-    }
+    let mut caps = client_capabilities() - CapabilityFlags::CLIENT_CONNECT_WITH_DB;
+    caps.set(CapabilityFlags::CLIENT_FOUND_ROWS, found_rows);
     caps
 }
 

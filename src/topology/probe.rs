@@ -42,7 +42,7 @@ pub async fn probe_loop(
     p: ProbeParams,
     updates: mpsc::Sender<Update>,
     poke: Arc<Notify>,
-    fast: watch::Receiver<bool>,
+    mut fast: watch::Receiver<bool>,
 ) {
     let mut conn: Option<Conn> = None;
     let mut failed = 0u32;
@@ -70,15 +70,18 @@ pub async fn probe_loop(
             }
         }
         // a failover kills connections, fresh ones too: a few quick retries before backing off
+        let missing_primary = *fast.borrow_and_update();
         let wait = match failed {
-            0 if *fast.borrow() => p.fast_interval,
+            0 if missing_primary => p.fast_interval,
             0 => p.interval,
             1..=3 => p.fast_interval.max(Duration::from_millis(5)),
             _ => Duration::from_millis(250),
         };
+        // a primary going missing ends a long sleep at once
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = poke.notified() => {}
+            _ = fast.changed() => {}
         }
     }
 }
