@@ -245,7 +245,7 @@ fn main() {
             script(&["failover", "n1"]);
         }
         label_driven(n).await;
-        probe_driven(n.div_ceil(5)).await;
+        probe_driven(n).await;
         if current_ip() != "127.0.0.11" {
             script(&["failover", "n1"]);
         }
