@@ -179,9 +179,42 @@ async fn failover_under_load_without_a_restart() {
         tasks.push(spawn_reader(&p, stop.clone(), rec.clone(), t.clone()));
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
+    // a transaction in flight and a session holding a temp table, on the old primary
+    let mut in_txn = connect(&p, "strict").await;
+    in_txn.query_drop("BEGIN").await.unwrap();
+    in_txn
+        .query_drop(format!("INSERT INTO {t} (tag) VALUES ('in-flight')"))
+        .await
+        .unwrap();
+    let mut temp = connect(&p, "strict").await;
+    temp.query_drop("CREATE TEMPORARY TABLE tmp_fo (x INT)")
+        .await
+        .unwrap();
     let mut acked_before = 0;
     for to in [1, 2, 0] {
         fail_over(&k8s, &p, to).await;
+        if to == 1 {
+            let e = in_txn.query_drop("SELECT 1").await.unwrap_err();
+            assert_eq!(
+                code(&e),
+                Some(1213),
+                "the transaction on the old primary is lost: {e}"
+            );
+            in_txn.query_drop("ROLLBACK").await.unwrap();
+            in_txn
+                .query_drop(format!("INSERT INTO {t} (tag) VALUES ('after')"))
+                .await
+                .expect("then it goes on");
+            let e = temp
+                .query_drop("INSERT INTO tmp_fo VALUES (1)")
+                .await
+                .unwrap_err();
+            assert_eq!(
+                code(&e),
+                Some(9004),
+                "temp tables lost with the old primary: {e}"
+            );
+        }
         tokio::time::sleep(Duration::from_millis(400)).await;
         let n = rec.lock().acked.len();
         assert!(
@@ -218,6 +251,10 @@ async fn failover_under_load_without_a_restart() {
         .await
         .unwrap();
     let have: std::collections::HashSet<String> = have.into_iter().collect();
+    assert!(
+        !have.contains("in-flight"),
+        "the lost transaction left nothing behind"
+    );
     let lost: Vec<&String> = r.acked.iter().filter(|tag| !have.contains(*tag)).collect();
     assert!(
         lost.is_empty(),

@@ -134,6 +134,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             backend = h.node,
             "held connection's backend is no longer primary"
         );
+        let backend = self.node_name(h.node);
         drop(h);
         let in_txn = self.in_transaction();
         self.status &= !StatusFlags::SERVER_STATUS_IN_TRANS.bits();
@@ -148,8 +149,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             ClientError::TransactionLost
         } else {
             ClientError::BackendLost {
-                backend: self.node_name(0),
-                detail: "failover".into(),
+                backend,
+                detail: "it is no longer the primary".into(),
             }
         })
     }
