@@ -28,7 +28,23 @@ run() { # run WORKLOAD HOST PORT THREADS -> "tps p95 queries"
   sysbench "$1" "${SB[@]}" --mysql-host="$2" --mysql-port="$3" --threads="$4" --time="$T" --db-ps-mode=auto run 2>&1 |
     awk '/transactions:/ {gsub(/\(/,"",$3); tps=$3} /queries:/ && !q {q=$2} /95th percentile:/ {p=$3} END {print tps, p, q}'
 }
-printf '%-18s %12s %12s %9s %9s %14s\n' workload direct_tps proxy_tps ratio p95_ms_d/p CPU_us/query
+# HAProxy in TCP mode in front of the primary, when installed: what a pure L4 hop costs here
+HA=""
+if command -v haproxy >/dev/null; then
+  cat > /tmp/switchyard-bench-haproxy.cfg <<CFG
+defaults
+  mode tcp
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+listen mysql
+  bind 127.0.0.1:16034
+  server primary 127.0.0.11:3306
+CFG
+  haproxy -f /tmp/switchyard-bench-haproxy.cfg -D -p /tmp/switchyard-bench-haproxy.pid && HA=1
+  trap 'kill $PID 2>/dev/null; wait $PID 2>/dev/null; [ -n "$HA" ] && kill $(cat /tmp/switchyard-bench-haproxy.pid) 2>/dev/null' EXIT
+fi
+printf '%-18s %12s %12s %9s %9s %14s %12s\n' workload direct_tps proxy_tps ratio p95_ms_d/p CPU_us/query haproxy_tps
 for w in oltp_point_select oltp_read_only oltp_read_write; do
   read -r dt dp _ <<<"$(run $w 127.0.0.11 3306 "$THREADS")"
   c0=$(ticks)
@@ -36,7 +52,8 @@ for w in oltp_point_select oltp_read_only oltp_read_write; do
   c1=$(ticks)
   cpu=$(awk -v a="$c0" -v b="$c1" -v hz="$HZ" -v q="$pq" 'BEGIN {printf "%.1f", (b-a)/hz*1e6/q}')
   ratio=$(awk -v a="$dt" -v b="$pt" 'BEGIN {printf "%.2f", b/a}')
-  printf '%-18s %12s %12s %9s %9s %14s\n' "$w" "$dt" "$pt" "$ratio" "$dp/$pp" "$cpu"
+  ht=-; [ -n "$HA" ] && read -r ht _ _ <<<"$(run $w 127.0.0.1 16034 "$THREADS")"
+  printf '%-18s %12s %12s %9s %9s %14s %12s\n' "$w" "$dt" "$pt" "$ratio" "$dp/$pp" "$cpu" "$ht"
 done
 read -r _ d1 _ <<<"$(sysbench oltp_point_select "${SB[@]}" --mysql-host=127.0.0.11 --threads=1 --time="$T" run 2>&1 | awk '/avg:/ {a=$2} END {print 0, a, 0}')"
 read -r _ p1 _ <<<"$(sysbench oltp_point_select "${SB[@]}" --mysql-host=127.0.0.1 --mysql-port=$PORT --threads=1 --time="$T" run 2>&1 | awk '/avg:/ {a=$2} END {print 0, a, 0}')"
