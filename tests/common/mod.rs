@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod chaos;
+pub mod dolt;
 pub mod fake_k8s;
 pub mod raw;
 

@@ -1,0 +1,171 @@
+//! Dolt's own behaviour, against the Dolt stand-in (tests/common/dolt.rs): the role
+//! probe with its epoch, the epoch rule for two primaries, the re-route of a write refused
+//! with Dolt's read-only error, killed connections on a role change, and no
+//! COM_CHANGE_USER on the server.
+
+mod common;
+
+use std::time::Duration;
+
+use common::dolt::Dolt;
+use common::*;
+use mysql_async::prelude::*;
+use switchyard::config::{BackendKind, Role};
+
+/// A proxy over two stand-ins with roles left to the probes.
+async fn proxy(a: &Dolt, b: &Dolt, hold_ms: u64) -> switchyard::app::Running {
+    let (aa, ba) = (a.port, b.port);
+    let cfg = config(|c| {
+        c.backends.truncate(2);
+        for (be, port) in c.backends.iter_mut().zip([aa, ba]) {
+            be.host = "127.0.0.1".into();
+            be.port = port;
+            be.role = Role::Auto;
+        }
+        c.topology.kind = BackendKind::Dolt;
+        c.topology.write_hold_ms = hold_ms;
+        c.health.fast_interval_ms = 5;
+        c.server.server_version = "8.0.33-dolt".into();
+    });
+    start(cfg).await
+}
+
+fn primary_is(p: &switchyard::app::Running, key: &str) -> bool {
+    primary_key(&p.shared.topology.full()).as_deref() == Some(key)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_probe_reads_dolt_roles_and_the_higher_epoch_wins() {
+    let a = Dolt::start("primary", 1).await;
+    let b = Dolt::start("standby", 1).await;
+    let p = proxy(&a, &b, 300).await;
+    wait_topology(&p, "n1 primary by its dolt_cluster_role", |_| {
+        primary_is(&p, "n1")
+    })
+    .await;
+    let mut c = connect(&p, "app").await;
+    c.query_drop("INSERT INTO t VALUES (1)").await.unwrap();
+    assert_eq!(a.writes.load(std::sync::atomic::Ordering::Relaxed), 1);
+    // both claim primary: the higher epoch is trusted
+    b.set_role_quietly("primary", 2);
+    wait_topology(&p, "n2 primary by epoch", |_| primary_is(&p, "n2")).await;
+    c.query_drop("INSERT INTO t VALUES (2)").await.unwrap();
+    assert_eq!(
+        b.writes.load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "writes follow the higher epoch"
+    );
+    // the same epoch on both: it cannot be told, so no writes at all
+    a.set_role_quietly("primary", 2);
+    wait_topology(&p, "no primary with equal epochs", |s| {
+        s.primary().is_none()
+    })
+    .await;
+    let e = c.query_drop("INSERT INTO t VALUES (3)").await.unwrap_err();
+    assert_eq!(
+        code(&e),
+        Some(9002),
+        "after the write hold: a clear error, {e}"
+    );
+    assert_eq!(
+        a.writes.load(std::sync::atomic::Ordering::Relaxed)
+            + b.writes.load(std::sync::atomic::Ordering::Relaxed),
+        2
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_refused_as_read_only_runs_on_the_true_primary() {
+    let a = Dolt::start("primary", 1).await;
+    let b = Dolt::start("standby", 1).await;
+    let p = proxy(&a, &b, 5000).await;
+    wait_topology(&p, "n1 primary", |_| primary_is(&p, "n1")).await;
+    let mut c = connect(&p, "app").await;
+    c.query_drop("INSERT INTO t VALUES (1)").await.unwrap();
+    // the roles move without the proxy having probed yet: its next write meets Dolt's error
+    a.set_role_quietly("standby", 2);
+    b.set_role_quietly("primary", 2);
+    c.query_drop("INSERT INTO t VALUES (2)")
+        .await
+        .expect("re-routed, not returned");
+    assert_eq!(
+        b.writes.load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "the write landed on the true primary"
+    );
+    assert!(
+        p.shared
+            .stats
+            .reroutes
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 1
+    );
+    // inside a transaction the error is the client's: it must not silently move
+    c.query_drop("BEGIN").await.unwrap();
+    b.set_role_quietly("standby", 3);
+    a.set_role_quietly("primary", 3);
+    let e = c.query_drop("INSERT INTO t VALUES (3)").await.unwrap_err();
+    assert_eq!(
+        (code(&e), e.to_string().contains(common::dolt::READ_ONLY)),
+        (Some(1105), true),
+        "{e}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_connections_on_a_role_change_are_replaced_unseen() {
+    let a = Dolt::start("primary", 1).await;
+    let b = Dolt::start("standby", 1).await;
+    let p = proxy(&a, &b, 5000).await;
+    wait_topology(&p, "n1 primary", |_| primary_is(&p, "n1")).await;
+    let mut c = connect(&p, "app").await;
+    for i in 0..5 {
+        c.query_drop(format!("INSERT INTO t VALUES ({i})"))
+            .await
+            .unwrap();
+    }
+    let before = a.connections.load(std::sync::atomic::Ordering::Relaxed);
+    // Dolt kills every connection on a role change; the role stays, the pool must recover
+    a.set_role("primary", 1);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    for i in 5..10 {
+        c.query_drop(format!("INSERT INTO t VALUES ({i})"))
+            .await
+            .expect("the client never sees the kill");
+    }
+    assert_eq!(a.writes.load(std::sync::atomic::Ordering::Relaxed), 10);
+    assert!(
+        a.connections.load(std::sync::atomic::Ordering::Relaxed) > before,
+        "new connections replaced the killed ones"
+    );
+    // a real failover: the old primary steps down, the new one up, both kill their connections
+    a.set_role("standby", 2);
+    b.set_role("primary", 2);
+    c.query_drop("INSERT INTO t VALUES (99)")
+        .await
+        .expect("held, then run on the new primary");
+    assert_eq!(b.writes.load(std::sync::atomic::Ordering::Relaxed), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn change_user_works_although_dolt_lacks_it() {
+    let a = Dolt::start("primary", 1).await;
+    let b = Dolt::start("standby", 1).await;
+    let p = proxy(&a, &b, 1000).await;
+    wait_topology(&p, "n1 primary", |_| primary_is(&p, "n1")).await;
+    let mut raw = common::raw::connect(p.listen.port(), "app", "app", common::raw::classic_caps())
+        .await
+        .unwrap();
+    let reply = raw.command(b"\x11nope", |_, _| true).await;
+    // COM_CHANGE_USER never reaches Dolt: the proxy answers it (here: bad packet, refused)
+    assert_eq!(reply[0][0], 0xFF);
+    let mut c = connect(&p, "app").await;
+    c.change_user(
+        mysql_async::ChangeUserOpts::default()
+            .with_user(Some("strict".into()))
+            .with_pass(Some("strict".into())),
+    )
+    .await
+    .expect("re-authenticated by the proxy");
+    c.query_drop("INSERT INTO t VALUES (1)").await.unwrap();
+}
