@@ -312,3 +312,38 @@ async fn an_optimistic_transaction_whose_reads_changed_fails_with_a_retryable_de
     );
     c.query_drop(format!("DROP TABLE {t}")).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_whose_replication_stops_leaves_the_read_rotation_until_it_catches_up() {
+    let p = start(config(|c| {
+        c.health.max_lag_ms = 5_000;
+        c.health.interval_ms = 100;
+    }))
+    .await;
+    let lag_ok = |key: &'static str| {
+        move |s: &switchyard::topology::Snapshot| s.entries.iter().any(|e| e.key == key && e.lag_ok)
+    };
+    wait_topology(&p, "n2 replicating", lag_ok("n2")).await;
+    replica_sql_thread(STANDBYS[0], false).await;
+    wait_topology(&p, "n2 out of the rotation", |s| {
+        s.entries.iter().any(|e| e.key == "n2" && !e.lag_ok)
+    })
+    .await;
+    let n3 = server_id_of(STANDBYS[1]).await;
+    let mut c = connect(&p, "strict").await;
+    let mut ids = Vec::new();
+    for _ in 0..6 {
+        ids.push(
+            c.query_first::<u32, _>("SELECT @@server_id")
+                .await
+                .unwrap()
+                .unwrap(),
+        );
+    }
+    replica_sql_thread(STANDBYS[0], true).await;
+    assert!(
+        ids.iter().all(|i| *i == n3),
+        "reads avoided the stopped replica: {ids:?}"
+    );
+    wait_topology(&p, "n2 back", lag_ok("n2")).await;
+}
