@@ -44,6 +44,17 @@ pub fn backend_capabilities(found_rows: bool) -> CapabilityFlags {
     caps
 }
 
+impl ProtoError {
+    /// The peer had closed the connection without reading what was sent: a reset (the
+    /// kernel answers data sent to a closed socket with RST) or a broken pipe. A command
+    /// that failed this way never ran. A clean EOF proves nothing: the peer may have read
+    /// and run the command before it closed.
+    pub fn never_read(&self) -> bool {
+        use std::io::ErrorKind::{BrokenPipe, ConnectionReset};
+        matches!(self, ProtoError::Io(e) if matches!(e.kind(), ConnectionReset | BrokenPipe))
+    }
+}
+
 /// Errors of the wire layer: the peer broke the protocol or the socket failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ProtoError {

@@ -44,8 +44,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// Runs a command that a statement classification routes. Retries where nothing took
     /// effect: a read whose standby failed before any reply goes elsewhere once; a
     /// statement refused as read-only (a failover under way) or by a killed connection
-    /// runs again on the true primary, within the write hold. A write whose connection
-    /// died is never run again: it may have taken effect.
+    /// runs again on the true primary, within the write hold; so does one whose pooled
+    /// connection the server had already closed without reading it (a reset). A write whose
+    /// connection died otherwise is never run again: it may have taken effect.
     pub(super) async fn run_statement(
         &mut self,
         cmd: &Cmd<'_>,
@@ -100,6 +101,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                         .read_retries
                         .fetch_add(1, Ordering::Relaxed);
                     exclude = Some(u.node);
+                }
+                Err(RelayError::Backend {
+                    client_touched: false,
+                    err,
+                }) if err.never_read() && !u.from_held && retries < 2 => {
+                    // a pooled connection the server had already closed (Dolt kills them
+                    // on a role change): the command never ran; another connection runs it
+                    tracing::info!(error = %err, "the server had closed the connection; running the statement on another");
+                    self.shared.topology.suspect(u.node, err.to_string());
+                    self.shared.stats.reroutes.fetch_add(1, Ordering::Relaxed);
+                    retries += 1;
                 }
                 Err(RelayError::Backend { err, .. }) => {
                     return self.backend_lost(u, err, f.out_seq).await
