@@ -186,7 +186,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let mut draining = self.shared.draining.subscribe();
         loop {
             // shutting down: close between transactions (a transaction finishes first)
-            if *draining.borrow_and_update() && !self.in_transaction() && self.held.is_none() {
+            if *draining.borrow_and_update() && !self.in_transaction() {
                 return SessionEnd::Closed("shutting down".into());
             }
             let packet = tokio::select! {
