@@ -141,6 +141,8 @@ async fn killed_connections_on_a_role_change_are_replaced_unseen() {
     // a real failover: the old primary steps down, the new one up, both kill their connections
     a.set_role("standby", 2);
     b.set_role("primary", 2);
+    // (a write racing the kill itself, before its FIN arrives, is not retried: it may have run)
+    tokio::time::sleep(Duration::from_millis(50)).await;
     c.query_drop("INSERT INTO t VALUES (99)")
         .await
         .expect("held, then run on the new primary");

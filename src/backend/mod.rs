@@ -213,8 +213,7 @@ impl BackendConn {
             self.simple(&p).await?;
             self.state.schema = Some(db);
         }
-        if let Some(sql) = plan.set_sql {
-            // a multi-statement SET needs the option on; it is only produced with it on
+        for sql in [plan.set_sql, plan.transaction_sql].into_iter().flatten() {
             self.query_ok(&sql).await?;
         }
         let multi = self.state.multi_statements;

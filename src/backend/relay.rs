@@ -26,6 +26,8 @@ pub enum RelayError {
     Backend {
         err: ProtoError,
         client_touched: bool,
+        /// It failed inside a packet the client has begun to receive: no ERR can follow.
+        mid_packet: bool,
     },
     /// The client went away; the backend connection is mid-response and must be dropped.
     #[error("client: {0}")]
@@ -132,10 +134,13 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Relay<'_, C> {
                 return Ok(());
             }
             self.flush_client().await?;
-            self.backend
-                .read_more()
-                .await
-                .map_err(|e| self.backend_err(e))?;
+            if let Err(e) = self.backend.read_more().await {
+                let mut err = self.backend_err(e);
+                if let RelayError::Backend { mid_packet, .. } = &mut err {
+                    *mid_packet = true;
+                }
+                return Err(err);
+            }
         }
     }
 
@@ -153,6 +158,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Relay<'_, C> {
         RelayError::Backend {
             err,
             client_touched: self.touched || !self.client.wbuf.is_empty(),
+            mid_packet: false,
         }
     }
 

@@ -60,11 +60,15 @@ pub struct SyncPlan {
     pub multi_statements: Option<bool>,
     pub init_db: Option<String>,
     pub set_sql: Option<String>,
+    pub transaction_sql: Option<String>,
 }
 
 impl SyncPlan {
     pub fn is_empty(&self) -> bool {
-        self.multi_statements.is_none() && self.init_db.is_none() && self.set_sql.is_none()
+        self.multi_statements.is_none()
+            && self.init_db.is_none()
+            && self.set_sql.is_none()
+            && self.transaction_sql.is_none()
     }
 }
 
@@ -82,18 +86,15 @@ pub fn sync_plan(want: &ConnState, have: &ConnState) -> SyncPlan {
     for k in have.vars.keys().filter(|k| !want.vars.contains_key(*k)) {
         parts.push(format!("SESSION {k} = DEFAULT"));
     }
-    let mut set_sql = (!parts.is_empty()).then(|| format!("SET {}", parts.join(", ")));
-    if want.transaction != have.transaction {
+    let set_sql = (!parts.is_empty()).then(|| format!("SET {}", parts.join(", ")));
+    // its own statement: a batch would need MULTI_STATEMENTS, which follows the client
+    let transaction_sql = (want.transaction != have.transaction).then(|| {
         let t = want
             .transaction
             .clone()
             .unwrap_or_else(|| "ISOLATION LEVEL REPEATABLE READ, READ WRITE".into());
-        let stmt = format!("SET SESSION TRANSACTION {t}");
-        set_sql = Some(match set_sql {
-            Some(s) => format!("{s}; {stmt}"),
-            None => stmt,
-        });
-    }
+        format!("SET SESSION TRANSACTION {t}")
+    });
     SyncPlan {
         multi_statements: want
             .multi_statements
@@ -104,6 +105,7 @@ pub fn sync_plan(want: &ConnState, have: &ConnState) -> SyncPlan {
             .filter(|s| have.schema.as_ref() != Some(*s))
             .cloned(),
         set_sql,
+        transaction_sql,
     }
 }
 

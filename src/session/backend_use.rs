@@ -53,10 +53,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     }
 
     /// The connection that ran the previous statement, if it is idle and untouched since.
-    pub(super) async fn acquire_previous(&mut self) -> Option<InUse> {
+    pub(super) async fn acquire_previous(&mut self, target: Target) -> Option<InUse> {
         let last = self.last_conn?;
         let entry = self.shared.topology.snapshot().node(last.node).cloned()?;
-        if !entry.healthy {
+        let primary = entry.role == Some(crate::config::Role::Primary);
+        // a statement bound for the primary never reuses a standby's connection
+        if !entry.healthy || (target == Target::Primary && !primary) {
             return None;
         }
         let mut lease = entry.node.pools.take_idle(
@@ -401,6 +403,7 @@ pub(super) async fn relay_on<C: AsyncRead + AsyncWrite + Unpin>(
             Err(RelayError::Backend {
                 err,
                 client_touched: false,
+                mid_packet: false,
             }),
             1,
         );

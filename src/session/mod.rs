@@ -88,6 +88,8 @@ pub struct Session<S> {
     /// The connection that ran the previous statement, for same-connection statements.
     last_conn: Option<LastConn>,
     last_insert_id: u64,
+    /// The connection that holds `last_insert_id` as its own (node, thread id).
+    last_insert_conn: Option<(usize, u32, u64)>,
     txn_lost: bool,
     stmts: HashMap<u32, ClientStmt>,
     next_stmt: u32,
@@ -170,6 +172,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             last_write: None,
             last_conn: None,
             last_insert_id: 0,
+            last_insert_conn: None,
             txn_lost: false,
             stmts: HashMap::new(),
             next_stmt: 1,
@@ -231,7 +234,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             cmd::COM_QUERY => self.com_query(p).await,
             cmd::COM_STMT_PREPARE => self.stmt_prepare(p).await,
             cmd::COM_STMT_EXECUTE => self.stmt_execute(p).await,
-            cmd::COM_STMT_CLOSE => self.stmt_close(p),
+            cmd::COM_STMT_CLOSE => self.stmt_close(p).await,
             cmd::COM_STMT_RESET => self.stmt_reset(p).await,
             cmd::COM_STMT_SEND_LONG_DATA => self.stmt_long_data(p).await,
             cmd::COM_STMT_FETCH => self.stmt_fetch(p).await,

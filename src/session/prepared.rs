@@ -18,7 +18,7 @@ use crate::error::ClientError;
 use crate::protocol::command as cmd;
 use crate::protocol::messages::eof_payload;
 use crate::protocol::scan::ResponseKind;
-use crate::router::{self, Statement};
+use crate::router::{self, Statement, Target};
 
 /// A statement as the client knows it.
 pub struct ClientStmt {
@@ -129,7 +129,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             bound,
             cursor,
         };
-        let target = self.route(&class);
+        // a cursor pins its connection; statements while it is open may write: the primary
+        let target = if cursor {
+            Target::Primary
+        } else {
+            self.route(&class)
+        };
         self.run_statement(
             &Cmd {
                 payload: p,
@@ -159,16 +164,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             .await
     }
 
-    pub(super) fn stmt_close(&mut self, p: &[u8]) -> Result<(), SessionEnd> {
-        if let Some(id) = p
-            .get(1..5)
-            .map(|b| u32::from_le_bytes(b.try_into().unwrap_or_default()))
-        {
-            self.stmts.remove(&id);
-            self.pins.remove_stmt(id);
-            self.release_if_unpinned();
+    pub(super) async fn stmt_close(&mut self, p: &[u8]) -> Result<(), SessionEnd> {
+        let Some((id, sql, ..)) = self.lookup(p) else {
+            return Ok(()); // COM_STMT_CLOSE has no reply, not even for an unknown id
+        };
+        if self.pins.contains(Pin::LongData(id)) || self.pins.contains(Pin::Cursor(id)) {
+            // the backend statement stays cached for others: clear its long data or cursor
+            self.reset_backend_stmt(&sql).await;
         }
-        Ok(()) // COM_STMT_CLOSE has no reply; backend statements stay cached (LRU)
+        self.stmts.remove(&id);
+        self.pins.remove_stmt(id);
+        self.release_if_unpinned();
+        Ok(()) // backend statements stay cached (LRU) and are closed when evicted
+    }
+
+    /// COM_STMT_RESET of a statement on the held connection; a failure drops it.
+    async fn reset_backend_stmt(&mut self, sql: &Arc<[u8]>) {
+        let key = self.stmt_key(sql);
+        let Some(h) = self.held.as_mut() else { return };
+        let Some(bs) = h.lease.conn().stmts.get(&key).copied() else {
+            return;
+        };
+        let mut c = vec![cmd::COM_STMT_RESET];
+        c.extend_from_slice(&bs.id.to_le_bytes());
+        if h.lease.conn().simple(&c).await.is_err() {
+            self.held = None;
+        }
     }
 
     pub(super) async fn stmt_reset(&mut self, p: &[u8]) -> Result<(), SessionEnd> {
@@ -176,16 +197,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             return self.unknown_stmt(p, "mysqld_stmt_reset").await;
         };
         self.pins.remove_stmt(id);
-        let key = self.stmt_key(&sql);
-        if let Some(h) = self.held.as_mut() {
-            if let Some(bs) = h.lease.conn().stmts.get(&key).copied() {
-                let mut cmdb = vec![cmd::COM_STMT_RESET];
-                cmdb.extend_from_slice(&bs.id.to_le_bytes());
-                if h.lease.conn().simple(&cmdb).await.is_err() {
-                    self.held = None;
-                }
-            }
-        }
+        self.reset_backend_stmt(&sql).await;
         self.release_if_unpinned();
         self.send_ok().await
     }

@@ -61,7 +61,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let mut exclude = None;
         let mut retries = 0u32;
         loop {
-            let mut u = match self.acquire_for(stmt, target, exclude).await {
+            let mut u = match self.acquire_for(cmd, stmt, target, exclude).await {
                 Ok(u) => u,
                 Err(e) => return self.send_err(1, &e).await,
             };
@@ -80,19 +80,46 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 Ok(summary) => {
                     self.after_statement(&mut u, stmt, &summary, cmd);
                     self.spec_record(cmd, digest);
+                    if partly_applied(stmt, &summary) && !self.in_transaction() && !u.from_held {
+                        // some statements of a batch ran before one failed: what they
+                        // changed is unknown here, so the connection is not pooled
+                        self.last_conn = None;
+                        drop(u);
+                        return Ok(());
+                    }
                     self.finish(u);
                     return Ok(());
                 }
+                Err(RelayError::Refused(e))
+                    if u.from_held && e.refusal() == Some(Refusal::Killed) =>
+                {
+                    // the held connection (a transaction, a pin) is gone with its state
+                    let err = crate::protocol::ProtoError::Io(std::io::Error::other(e.message));
+                    return self.backend_lost(u, err, 1).await;
+                }
                 Err(RelayError::Refused(e)) => {
-                    let retry = retries < 8 && tokio::time::Instant::now() < deadline;
+                    let retry =
+                        retries < 8 && tokio::time::Instant::now() < deadline && rerunnable(cmd);
                     if !self.refused(u, &e, retry, deadline).await {
                         return self.send_err(1, &e.into()).await;
                     }
                     retries += 1;
                 }
                 Err(RelayError::Backend {
+                    mid_packet: true,
+                    err,
+                    ..
+                }) => {
+                    // half a packet reached the client: nothing can follow it in protocol
+                    tracing::warn!(error = %err, "backend lost inside a packet; closing the client");
+                    self.shared.topology.suspect(u.node, err.to_string());
+                    drop(u);
+                    return Err(SessionEnd::Closed("backend lost mid-packet".into()));
+                }
+                Err(RelayError::Backend {
                     client_touched: false,
                     err,
+                    ..
                 }) if u.standby && !u.from_held && exclude.is_none() => {
                     tracing::info!(error = %err, "read failed on a standby before any reply; retrying elsewhere");
                     self.shared.topology.suspect(u.node, err.to_string());
@@ -105,7 +132,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 Err(RelayError::Backend {
                     client_touched: false,
                     err,
-                }) if err.never_read() && !u.from_held && retries < 2 => {
+                    ..
+                }) if err.never_read() && !u.from_held && retries < 2 && rerunnable(cmd) => {
                     // a pooled connection the server had already closed (Dolt kills them
                     // on a role change): the command never ran; another connection runs it
                     tracing::info!(error = %err, "the server had closed the connection; running the statement on another");
@@ -180,22 +208,41 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// is still idle; otherwise LAST_INSERT_ID is carried over to the new connection.
     async fn acquire_for(
         &mut self,
+        cmd: &Cmd<'_>,
         stmt: &Statement,
         target: Target,
         exclude: Option<usize>,
     ) -> Result<InUse, ClientError> {
+        let mut found = None;
         if stmt.same_connection && self.held.is_none() && exclude.is_none() {
-            if let Some(u) = self.acquire_previous().await {
-                return Ok(u);
-            }
+            // a read of what the previous statement left (SHOW WARNINGS after a standby
+            // read) follows it anywhere; anything else only onto a connection that fits
+            let fits = if reads_only(cmd) {
+                Target::Standby
+            } else {
+                target
+            };
+            found = self.acquire_previous(fits).await;
         }
-        let mut u = self.acquire(target, exclude).await?;
-        if stmt.same_connection && !u.from_held && self.last_insert_id != 0 {
+        let found_previous = found.is_some();
+        let mut u = match found {
+            Some(u) => u,
+            None => self.acquire(target, exclude).await?,
+        };
+        let c = u.lease.conn_ref();
+        // the inserting connection, untouched since: the previous statement was the insert
+        let untouched =
+            found_previous && self.last_insert_conn == Some((u.node, c.thread_id, c.leases - 1));
+        let this = (u.node, c.thread_id, c.leases);
+        let carry = stmt.same_connection && !u.from_held && self.last_insert_id != 0;
+        if carry && !untouched {
+            // LAST_INSERT_ID is the session's, from the connection that inserted
             let sql = format!("DO LAST_INSERT_ID({})", self.last_insert_id);
             if let Err(e) = u.lease.conn().query_ok(&sql).await {
                 let e = format!("carrying LAST_INSERT_ID over: {e}");
                 return Err(ClientError::Internal(e));
             }
+            self.last_insert_conn = Some(this);
         }
         Ok(u)
     }
@@ -209,6 +256,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         cmd: &Cmd<'_>,
     ) {
         self.take_status(s);
+        if s.last_ok.is_some_and(|ok| ok.last_insert_id != 0) {
+            let c = u.lease.conn_ref();
+            self.last_insert_conn = Some((u.node, c.thread_id, c.leases));
+        }
         if let Some(x) = cmd.exec.filter(|x| x.cursor) {
             let open = s
                 .flags()
@@ -251,6 +302,40 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
         self.send_err(1, &ClientError::InLostTransaction).await
     }
+}
+
+/// A statement that may run again after a refusal: one statement (a prepared one, or text
+/// without `;`), not a CALL, whose procedure may have committed before it was refused.
+fn rerunnable(cmd: &Cmd<'_>) -> bool {
+    if cmd.exec.is_some() {
+        return true;
+    }
+    let sql = cmd.payload.get(1..).unwrap_or_default();
+    let (_, start) = crate::router::hint::parse(sql);
+    let body = sql.get(start..).unwrap_or_default().trim_ascii();
+    let body = body.strip_suffix(b";").unwrap_or(body);
+    let call = body.len() >= 4 && body[..4].eq_ignore_ascii_case(b"CALL");
+    !call && !body.contains(&b';')
+}
+
+/// A text statement that only reads (SELECT, SHOW, GET DIAGNOSTICS).
+fn reads_only(cmd: &Cmd<'_>) -> bool {
+    if cmd.exec.is_some() {
+        return false;
+    }
+    let sql = cmd.payload.get(1..).unwrap_or_default();
+    let (_, start) = crate::router::hint::parse(sql);
+    let word: Vec<u8> = sql[start.min(sql.len())..]
+        .iter()
+        .take_while(|b| b.is_ascii_alphabetic())
+        .map(|b| b.to_ascii_uppercase())
+        .collect();
+    matches!(word.as_slice(), b"SELECT" | b"SHOW" | b"GET") && !sql.contains(&b';')
+}
+
+/// A batch whose later statement failed after earlier ones changed session state.
+fn partly_applied(stmt: &Statement, s: &Summary) -> bool {
+    s.error.is_some() && s.results > 0 && (!stmt.pins.is_empty() || !stmt.changes.is_empty())
 }
 
 /// `SELECT CONNECTION_ID()` alone: answered by the proxy with its own id, the one KILL

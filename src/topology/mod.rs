@@ -99,24 +99,23 @@ impl Snapshot {
     /// The primary: the one healthy backend in that role. Two claim it: the higher epoch
     /// wins; if that cannot be told, there is none (writes wait rather than go to both).
     pub fn primary(&self) -> Option<&Arc<Node>> {
-        let mut claims = self
+        let claims: Vec<&Entry> = self
             .entries
             .iter()
-            .filter(|e| e.healthy && !e.drained && e.role == Some(Role::Primary));
-        let first = claims.next()?;
-        let mut best = first;
-        let mut unique = true;
-        for e in claims {
-            match (e.epoch, best.epoch) {
-                (Some(a), Some(b)) if a > b => {
-                    best = e;
-                    unique = true;
-                }
-                (Some(a), Some(b)) if a < b => {}
-                _ => unique = false,
-            }
+            .filter(|e| e.healthy && !e.drained && e.role == Some(Role::Primary))
+            .collect();
+        if let [only] = claims.as_slice() {
+            return Some(&only.node);
         }
-        unique.then_some(&best.node)
+        // several claims: only epochs can tell, and only when every claim has one
+        let epochs: Option<Vec<u64>> = claims.iter().map(|e| e.epoch).collect();
+        let epochs = epochs?;
+        let max = *epochs.iter().max()?;
+        let mut top = claims.iter().zip(&epochs).filter(|(_, e)| **e == max);
+        match (top.next(), top.next()) {
+            (Some((e, _)), None) => Some(&e.node),
+            _ => None,
+        }
     }
 
     /// The healthy standby within lag with the fewest outstanding requests, skipping

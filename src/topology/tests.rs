@@ -171,3 +171,17 @@ fn no_discovery_yet_is_not_ready() {
     let s = Snapshot::default();
     assert!(!s.ready());
 }
+
+#[test]
+fn a_claim_without_an_epoch_makes_several_claims_undecidable_in_any_order() {
+    let mk = |id, epoch| {
+        let mut e = entry(id, Role::Auto, None);
+        apply_probe(&mut e, probed(Role::Primary, epoch), None);
+        e
+    };
+    let (a, b, c) = (mk(0, Some(5)), mk(1, None), mk(2, Some(7)));
+    assert!(snap(vec![a.clone(), b.clone(), c.clone()])
+        .primary()
+        .is_none());
+    assert!(snap(vec![b, a, c]).primary().is_none());
+}
