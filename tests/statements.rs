@@ -557,3 +557,29 @@ async fn raw_http_status(port: u16, path: &str) -> u16 {
         .and_then(|c| c.parse().ok())
         .unwrap_or(0)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_without_a_database_never_inherits_another_clients_schema() {
+    let p = start(config(|c| c.pool.max_per_user = 2)).await;
+    let mut with = connect(&p, "strict").await;
+    let none: Opts = OptsBuilder::from_opts(opts(&p, "strict"))
+        .db_name(None::<String>)
+        .into();
+    for _ in 0..3 {
+        let db: Option<String> = with
+            .query_first("SELECT DATABASE()")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(db.as_deref(), Some("sbtest"));
+    }
+    let mut without = Conn::new(none).await.unwrap();
+    for _ in 0..6 {
+        let db: Option<String> = without
+            .query_first("SELECT DATABASE()")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(db, None, "no schema leaks from pooled connections");
+    }
+}

@@ -127,16 +127,31 @@ impl NodePools {
         found_rows: bool,
         timeout: Duration,
     ) -> Result<Lease, PoolError> {
+        self.lease_where(user, found_rows, timeout, &|_| true).await
+    }
+
+    /// Leases a connection that `fits` (one that never had a schema, for a client without
+    /// one: a schema cannot be unset); idle ones that do not fit make room when needed.
+    pub async fn lease_where(
+        &self,
+        user: &str,
+        found_rows: bool,
+        timeout: Duration,
+        fits: &(dyn Fn(&BackendConn) -> bool + Sync),
+    ) -> Result<Lease, PoolError> {
         let pool = self
             .pool(user, found_rows)
             .ok_or_else(|| PoolError::UnknownUser(user.to_string()))?;
         let deadline = tokio::time::Instant::now() + timeout;
         let pooled = loop {
-            if let Some(p) = pool.pop_idle() {
+            if let Some(p) = pool.pop_idle(fits) {
                 break p;
             }
             if let Some(p) = self.try_slots(&pool) {
                 break pool.open(p).await?;
+            }
+            if pool.discard_unfit(fits) {
+                continue;
             }
             let notified = pool.released.notified();
             tokio::select! {
@@ -272,14 +287,31 @@ impl NodePools {
 }
 
 impl UserPool {
-    fn pop_idle(&self) -> Option<Pooled> {
+    /// The most recently used idle connection that fits, checked alive.
+    fn pop_idle(&self, fits: &(dyn Fn(&BackendConn) -> bool + Sync)) -> Option<Pooled> {
         loop {
-            let p = self.idle.lock().pop_back()?;
+            let p = {
+                let mut idle = self.idle.lock();
+                let i = idle.iter().rposition(|p| fits(&p.conn))?;
+                idle.remove(i)?
+            };
             if p.conn.looks_alive() && p.conn.created.elapsed() < self.limits.max_lifetime {
                 return Some(p);
             }
             self.discard(p);
         }
+    }
+
+    /// Closes one idle connection that does not fit, freeing its place.
+    fn discard_unfit(&self, fits: &(dyn Fn(&BackendConn) -> bool + Sync)) -> bool {
+        let p = {
+            let mut idle = self.idle.lock();
+            let Some(i) = idle.iter().position(|p| !fits(&p.conn)) else {
+                return false;
+            };
+            idle.remove(i)
+        };
+        p.map(|p| self.discard(p)).is_some()
     }
 
     async fn open(

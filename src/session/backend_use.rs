@@ -219,9 +219,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 
     async fn lease_on(&self, node: &crate::topology::Node) -> Result<Lease, ClientError> {
         let timeout = self.shared.limits.lease_timeout;
+        let no_schema = self.want.schema.is_none();
         match node
             .pools
-            .lease(&self.user, self.found_rows(), timeout)
+            .lease_where(&self.user, self.found_rows(), timeout, &|c| {
+                // a schema cannot be unset: a client without one needs a connection without one
+                !no_schema || c.state.schema.is_none()
+            })
             .await
         {
             Ok(l) => Ok(l),
