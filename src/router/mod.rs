@@ -161,6 +161,26 @@ impl Classified {
     }
 }
 
+/// The first keyword of a statement after leading comments and hints, upper-cased, without
+/// allocating (empty when there is none or it is longer than 16 bytes).
+pub struct Keyword {
+    buf: [u8; 16],
+    len: usize,
+}
+
+impl Keyword {
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+pub fn first_keyword(sql: &[u8]) -> Keyword {
+    let (_, start) = hint::parse(sql);
+    let mut buf = [0u8; 16];
+    let len = fast::first_word(sql, start, &mut buf);
+    Keyword { buf, len }
+}
+
 /// Classifies one statement (a COM_QUERY without MULTI_STATEMENTS, or a COM_STMT_PREPARE). If it
 /// holds several statements after all, they are classified as [`classify_multi`] does.
 pub fn classify(sql: &[u8]) -> Statement {

@@ -101,19 +101,10 @@ fn fingerprint(sql: &[u8]) -> u64 {
     h.finish()
 }
 
-/// The first keyword, upper-cased (after comments and hints).
-fn first_word(sql: &[u8]) -> Vec<u8> {
-    let (_, start) = crate::router::hint::parse(sql);
-    sql[start.min(sql.len())..]
-        .iter()
-        .take_while(|b| b.is_ascii_alphabetic())
-        .map(|b| b.to_ascii_uppercase())
-        .collect()
-}
-
 /// A bare COMMIT or ROLLBACK (no savepoint, no chain, no release).
 fn ends_plainly(sql: &[u8]) -> bool {
-    let w = first_word(sql);
+    let w = crate::router::first_keyword(sql);
+    let w = w.as_bytes();
     if w != b"COMMIT" && w != b"ROLLBACK" {
         return false;
     }
@@ -124,7 +115,7 @@ fn ends_plainly(sql: &[u8]) -> bool {
 
 /// A plain BEGIN / START TRANSACTION that may open on a standby.
 fn deferrable_begin(stmt: &Statement, sql: &[u8]) -> bool {
-    if !stmt.begins_transaction || first_word(sql) == b"XA" {
+    if !stmt.begins_transaction || crate::router::first_keyword(sql).as_bytes() == b"XA" {
         return false;
     }
     let upper: Vec<u8> = sql.iter().map(|b| b.to_ascii_uppercase()).collect();

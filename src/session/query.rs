@@ -289,13 +289,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 
     /// After a lost transaction only ROLLBACK is accepted; it ends the lost transaction.
     async fn lost_transaction_gate(&mut self, sql: &[u8]) -> Result<(), SessionEnd> {
-        let (_, start) = router::hint::parse(sql);
-        let word: Vec<u8> = sql[start..]
-            .iter()
-            .take_while(|b| b.is_ascii_alphabetic())
-            .map(|b| b.to_ascii_uppercase())
-            .collect();
-        if word == b"ROLLBACK" {
+        if router::first_keyword(sql).as_bytes() == b"ROLLBACK" {
             self.txn_lost = false;
             self.status &= !StatusFlags::SERVER_STATUS_IN_TRANS.bits();
             return self.send_ok().await;
@@ -311,11 +305,9 @@ fn rerunnable(cmd: &Cmd<'_>) -> bool {
         return true;
     }
     let sql = cmd.payload.get(1..).unwrap_or_default();
-    let (_, start) = crate::router::hint::parse(sql);
-    let body = sql.get(start..).unwrap_or_default().trim_ascii();
+    let body = sql.trim_ascii();
     let body = body.strip_suffix(b";").unwrap_or(body);
-    let call = body.len() >= 4 && body[..4].eq_ignore_ascii_case(b"CALL");
-    !call && !body.contains(&b';')
+    router::first_keyword(sql).as_bytes() != b"CALL" && !body.contains(&b';')
 }
 
 /// A text statement that only reads (SELECT, SHOW, GET DIAGNOSTICS).
@@ -324,13 +316,8 @@ fn reads_only(cmd: &Cmd<'_>) -> bool {
         return false;
     }
     let sql = cmd.payload.get(1..).unwrap_or_default();
-    let (_, start) = crate::router::hint::parse(sql);
-    let word: Vec<u8> = sql[start.min(sql.len())..]
-        .iter()
-        .take_while(|b| b.is_ascii_alphabetic())
-        .map(|b| b.to_ascii_uppercase())
-        .collect();
-    matches!(word.as_slice(), b"SELECT" | b"SHOW" | b"GET") && !sql.contains(&b';')
+    let word = router::first_keyword(sql);
+    matches!(word.as_bytes(), b"SELECT" | b"SHOW" | b"GET") && !sql.contains(&b';')
 }
 
 /// A batch whose later statement failed after earlier ones changed session state.

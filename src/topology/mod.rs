@@ -99,23 +99,26 @@ impl Snapshot {
     /// The primary: the one healthy backend in that role. Two claim it: the higher epoch
     /// wins; if that cannot be told, there is none (writes wait rather than go to both).
     pub fn primary(&self) -> Option<&Arc<Node>> {
-        let claims: Vec<&Entry> = self
+        let mut claims = self
             .entries
             .iter()
-            .filter(|e| e.healthy && !e.drained && e.role == Some(Role::Primary))
-            .collect();
-        if let [only] = claims.as_slice() {
-            return Some(&only.node);
+            .filter(|e| e.healthy && !e.drained && e.role == Some(Role::Primary));
+        let first = claims.next()?;
+        let mut best = (first, first.epoch);
+        let mut tie = false;
+        for e in claims {
+            // several claims: only epochs can tell, and only when every claim has one
+            let (Some(a), Some(b)) = (e.epoch, best.1) else {
+                return None;
+            };
+            if a > b {
+                best = (e, e.epoch);
+                tie = false;
+            } else if a == b {
+                tie = true;
+            }
         }
-        // several claims: only epochs can tell, and only when every claim has one
-        let epochs: Option<Vec<u64>> = claims.iter().map(|e| e.epoch).collect();
-        let epochs = epochs?;
-        let max = *epochs.iter().max()?;
-        let mut top = claims.iter().zip(&epochs).filter(|(_, e)| **e == max);
-        match (top.next(), top.next()) {
-            (Some((e, _)), None) => Some(&e.node),
-            _ => None,
-        }
+        (!tie).then_some(&best.0.node)
     }
 
     /// The healthy standby within lag with the fewest outstanding requests, skipping

@@ -241,14 +241,7 @@ pub(super) fn apply_probe(
     result: Result<Probed, String>,
     max_lag: Option<Duration>,
 ) -> bool {
-    let before = (
-        e.role,
-        e.epoch,
-        e.healthy,
-        e.lag_ok,
-        e.checked,
-        e.last_error.clone(),
-    );
+    let before = observed(e);
     match result {
         Ok(p) => {
             if !e.healthy {
@@ -275,15 +268,19 @@ pub(super) fn apply_probe(
         }
     }
     e.checked = true;
-    before
-        != (
-            e.role,
-            e.epoch,
-            e.healthy,
-            e.lag_ok,
-            e.checked,
-            e.last_error.clone(),
-        )
+    before != observed(e)
+}
+
+/// What of an entry a snapshot publishes, to tell whether a probe changed anything.
+fn observed(e: &Entry) -> (Option<Role>, Option<u64>, bool, bool, bool, Option<String>) {
+    (
+        e.role,
+        e.epoch,
+        e.healthy,
+        e.lag_ok,
+        e.checked,
+        e.last_error.clone(),
+    )
 }
 
 fn refresh_role(e: &mut Entry) {
