@@ -62,10 +62,11 @@ async fn status(State(s): State<Arc<Shared>>) -> Json<Value> {
                 .node
                 .pools
                 .user_pools()
+                .iter()
                 .map(|p| {
                     json!({
                         "user": p.user,
-                        "found_rows": p.found_rows,
+                        "class": p.class.name(),
                         "idle": p.idle_len(),
                         "in_use": p.stats.in_use.load(Ordering::Relaxed),
                         "opened": p.stats.opened.load(Ordering::Relaxed),

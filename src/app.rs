@@ -12,6 +12,7 @@ use crate::backend::{BackendConn, ConnectParams};
 use crate::config::Config;
 use crate::config::DiscoveryKind;
 use crate::pool::PoolLimits;
+use crate::protocol::handshake::ServerProfile;
 use crate::session::registry::{Registry, Stats};
 use crate::session::{SessionLimits, Shared, UserInfo};
 use crate::topology::probe::ProbeParams;
@@ -68,7 +69,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         crate::discovery::kubernetes::spawn(cfg.discovery.clone(), topo.sender());
     }
     spawn_reaper(topo.clone());
-    let server_version = server_version(&cfg, &users, &base, &topo).await;
+    let profile = server_profile(&cfg, &users, &base, &topo).await;
     let shared = Arc::new(Shared {
         topology: topo,
         users: cfg
@@ -87,7 +88,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
             .collect(),
         registry: Registry::default(),
         stats: Stats::default(),
-        server_version,
+        profile,
         limits: session_limits(&cfg),
         draining: watch::channel(false).0,
     });
@@ -139,7 +140,7 @@ fn connect_params(cfg: &Config) -> ConnectParams {
         connect_timeout: Duration::from_millis(cfg.pool.connect_timeout_ms),
         max_packet: cfg.server.max_packet_bytes.max(64 << 20),
         statement_cache: cfg.pool.statement_cache,
-        found_rows: false,
+        class: crate::protocol::ConnClass::modern(),
     }
 }
 
@@ -260,17 +261,14 @@ fn session_limits(cfg: &Config) -> SessionLimits {
     }
 }
 
-/// The configured version string, or the first reachable backend's own (discovered
-/// backends are waited for, briefly).
-async fn server_version(
+/// What the backends' greeting says, learned from the first reachable backend
+/// (discovered backends are waited for, briefly); a configured version string wins.
+async fn server_profile(
     cfg: &Config,
     users: &[(String, String)],
     base: &ConnectParams,
     topo: &Topology,
-) -> String {
-    if !cfg.server.server_version.is_empty() {
-        return cfg.server.server_version.clone();
-    }
+) -> ServerProfile {
     let mut addresses: Vec<String> = cfg.backends.iter().map(|b| b.address()).collect();
     for _ in 0..50 {
         if !addresses.is_empty() {
@@ -284,11 +282,44 @@ async fn server_version(
             .map(|e| e.node.address.clone())
             .collect();
     }
+    let mut profile = None;
     for a in addresses {
-        if let Ok(c) = BackendConn::connect(&monitor_params(cfg, users, base, a)).await {
-            return c.server_version.clone();
+        if let Ok(mut c) = BackendConn::connect(&monitor_params(cfg, users, base, a)).await {
+            profile = Some(learn_collations(&mut c).await);
+            break;
         }
     }
-    tracing::warn!("no backend reachable at start: greeting with a default version string");
-    "8.0.35-switchyard".into()
+    let mut profile = profile.unwrap_or_else(|| {
+        tracing::warn!("no backend reachable at start: greeting with a default version string");
+        ServerProfile::fallback("8.0.35-switchyard")
+    });
+    if !cfg.server.server_version.is_empty() {
+        profile.version = cfg.server.server_version.clone();
+    }
+    profile
+}
+
+/// The server's collation table, so that a client's handshake collation id becomes a
+/// `SET NAMES` the server understands (or the server's defaults, when it lacks the id).
+async fn learn_collations(c: &mut BackendConn) -> ServerProfile {
+    let mut profile = c.profile.clone();
+    let sql = "SELECT ID, CHARACTER_SET_NAME, COLLATION_NAME FROM information_schema.COLLATIONS";
+    let Ok(rows) = c.query_rows(sql).await else {
+        return profile;
+    };
+    for r in rows {
+        let text = |i: usize| {
+            r.get(i)
+                .cloned()
+                .flatten()
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+        };
+        let (Some(id), Some(cs), Some(coll)) = (text(0), text(1), text(2)) else {
+            continue;
+        };
+        if let Ok(id) = id.parse::<u8>() {
+            profile.collations.insert(id, (cs, coll));
+        }
+    }
+    profile
 }

@@ -1,13 +1,18 @@
 //! The errors switchyard itself returns to clients, in one place: each is a MySQL error
 //! code, SQLSTATE and message. README.md lists them in its error table.
 
-use crate::protocol::messages::err_payload;
+use crate::protocol::messages::{err_payload, ErrInfo};
 
 /// An error switchyard reports to a client as an ERR packet.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ClientError {
-    #[error("Access denied for user '{user}' (using password: {using})")]
-    AccessDenied { user: String, using: &'static str },
+    #[error("Access denied for user '{user}'@'{host}' (using password: {using})")]
+    AccessDenied {
+        user: String,
+        /// The client's address, as the server names it.
+        host: String,
+        using: &'static str,
+    },
     #[error("Too many connections")]
     TooManyConnections,
     #[error("Unknown command: {0}")]
@@ -38,22 +43,24 @@ pub enum ClientError {
     Internal(String),
     #[error("You are not owner of thread {0}")]
     KillDenied(u64),
-    /// An error the server returned while switchyard prepared the connection.
-    #[error("{message}")]
-    Server {
-        code: u16,
-        state: [u8; 5],
-        message: String,
-    },
+    #[error("Can't create more than max_prepared_stmt_count statements (current value: {0})")]
+    TooManyStatements(usize),
+    #[error("Unknown command")]
+    UnknownOption,
+    #[error("The statement ({0}) has no open cursor")]
+    NoCursor(u32),
+    #[error("Connection was killed")]
+    ConnectionKilled,
+    #[error("Deadlock found when trying to get lock; try restarting transaction (switchyard: the transaction's reads changed when it moved to the primary)")]
+    OptimisticConflict,
+    /// An error the server returned: relayed with its own code, SQLSTATE and bytes.
+    #[error("{}", .0.text())]
+    Server(ErrInfo),
 }
 
-impl From<crate::protocol::messages::ErrInfo> for ClientError {
-    fn from(e: crate::protocol::messages::ErrInfo) -> Self {
-        ClientError::Server {
-            code: e.code,
-            state: e.state,
-            message: e.message,
-        }
+impl From<ErrInfo> for ClientError {
+    fn from(e: ErrInfo) -> Self {
+        ClientError::Server(e)
     }
 }
 
@@ -78,21 +85,21 @@ impl ClientError {
             BadHandshake => (1043, b"08S01"),
             Internal(_) => (9005, b"HY000"),
             KillDenied(_) => (1095, b"HY000"),
-            Server { code, .. } => (*code, b"HY000"),
+            TooManyStatements(_) => (1461, b"42000"),
+            UnknownOption => (1047, b"08S01"),
+            NoCursor(_) => (1421, b"HY000"),
+            ConnectionKilled => (1927, b"70100"),
+            OptimisticConflict => (1213, b"40001"),
+            Server(e) => (e.code, b"HY000"),
         }
     }
 
     /// The ERR payload.
     pub fn payload(&self) -> Vec<u8> {
-        if let ClientError::Server {
-            code,
-            state,
-            message,
-        } = self
-        {
-            return err_payload(*code, state, message);
+        if let ClientError::Server(e) = self {
+            return err_payload(e.code, &e.state, &e.message);
         }
         let (code, state) = self.code();
-        err_payload(code, state, &self.to_string())
+        err_payload(code, state, self.to_string().as_bytes())
     }
 }

@@ -37,7 +37,7 @@ pub async fn run(
             Ok(permit) => {
                 let shared = shared.clone();
                 tokio::spawn(async move {
-                    session::serve(stream, shared).await;
+                    session::serve(stream, shared, peer.ip().to_string()).await;
                     drop(permit);
                 });
             }

@@ -439,6 +439,7 @@ fn backend_conns(p: &Running) -> (usize, u64) {
             e.node
                 .pools
                 .user_pools()
+                .iter()
                 .map(|u| u.stats.opened.load(Ordering::Relaxed))
                 .collect::<Vec<_>>()
         })

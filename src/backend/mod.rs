@@ -12,9 +12,13 @@ use mysql_common::packets::{AuthPlugin, HandshakePacket, HandshakeResponse};
 use mysql_common::proto::{MyDeserialize, MySerialize};
 use tokio::net::TcpStream;
 
+use crate::protocol::handshake::ServerProfile;
 use crate::protocol::messages::{parse_err, parse_ok, ErrInfo, OkInfo};
 use crate::protocol::packet::{Packet, PacketStream};
-use crate::protocol::{auth, backend_capabilities, command as cmd, ProtoError, UTF8MB4_GENERAL_CI};
+use crate::protocol::{
+    auth, backend_capabilities, command as cmd, CapabilityFlags, ConnClass, ProtoError,
+    UTF8MB4_GENERAL_CI,
+};
 use state::{Charset, ConnState};
 use stmt_cache::StmtCache;
 
@@ -29,7 +33,7 @@ pub enum BackendError {
     Auth(String, String),
     #[error("backend i/o: {0}")]
     Io(#[from] ProtoError),
-    #[error("server error {}: {}", .0.code, .0.message)]
+    #[error("server error {}: {}", .0.code, .0.text())]
     Server(ErrInfo),
     #[error("unexpected reply from backend: {0}")]
     Protocol(&'static str),
@@ -59,15 +63,20 @@ pub struct ConnectParams {
     pub connect_timeout: Duration,
     pub max_packet: usize,
     pub statement_cache: usize,
-    /// CLIENT_FOUND_ROWS: affected rows count matched rows (JDBC sets it).
-    pub found_rows: bool,
+    /// The client capabilities this connection is opened with (FOUND_ROWS, DEPRECATE_EOF,
+    /// IGNORE_SPACE, INTERACTIVE, MariaDB extended type info).
+    pub class: ConnClass,
 }
 
 /// An authenticated server connection.
 pub struct BackendConn {
     pub io: PacketStream<TcpStream>,
     pub thread_id: u32,
-    pub server_version: String,
+    /// What the server's greeting said.
+    pub profile: ServerProfile,
+    pub class: ConnClass,
+    /// CLIENT_SESSION_TRACK was negotiated: OK packets carry session state (GTIDs).
+    pub tracks: bool,
     pub state: ConnState,
     /// Status flags from the last OK/EOF.
     pub status: u16,
@@ -96,12 +105,16 @@ impl BackendConn {
         let greeting = io.read_packet().await?;
         if greeting.payload.first() == Some(&0xFF) {
             let e = parse_err(&greeting.payload)
-                .map(|e| e.message)
+                .map(|e| e.text())
                 .unwrap_or_default();
             return Err(BackendError::Connect(p.address.clone(), e));
         }
         let hs = HandshakePacket::deserialize((), &mut ParseBuf(&greeting.payload))
             .map_err(|_| BackendError::Protocol("bad greeting"))?;
+        let profile = ServerProfile::from_greeting(&greeting.payload)
+            .ok_or(BackendError::Protocol("bad greeting"))?;
+        let caps = backend_capabilities(p.class)
+            & (hs.capabilities() | CapabilityFlags::CLIENT_LONG_PASSWORD);
         let nonce = hs.nonce();
         let plugin = match hs.auth_plugin() {
             Some(AuthPlugin::CachingSha2Password) => auth::CACHING_SHA2,
@@ -114,20 +127,26 @@ impl BackendConn {
             Some(p.user.as_bytes()),
             None::<&[u8]>,
             Some(AuthPlugin::from_bytes(plugin.as_bytes())),
-            backend_capabilities(p.found_rows),
+            caps,
             Some([("_client_name".to_string(), "switchyard".to_string())].into()),
             p.max_packet as u32,
         );
         let mut buf = Vec::with_capacity(128);
         hello.serialize(&mut buf);
         buf[8] = UTF8MB4_GENERAL_CI;
+        if profile.mariadb && p.class.ext() != 0 {
+            buf[0] &= !1; // CLIENT_MYSQL off: the extended capabilities follow
+            buf[28..32].copy_from_slice(&(p.class.ext() & profile.ext).to_le_bytes());
+        }
         io.send(greeting.seq.wrapping_add(1), &buf).await?;
         finish_auth(&mut io, p, plugin).await?;
         let now = Instant::now();
         Ok(BackendConn {
             io,
             thread_id: hs.connection_id(),
-            server_version: hs.server_version_str().into_owned(),
+            tracks: caps.contains(CapabilityFlags::CLIENT_SESSION_TRACK),
+            profile,
+            class: p.class,
             state: ConnState {
                 charset: Charset::Collation(UTF8MB4_GENERAL_CI),
                 multi_statements: Some(true),
@@ -188,6 +207,54 @@ impl BackendConn {
             ok = self.expect_ok(&p.payload)?;
         }
         Ok(ok)
+    }
+
+    /// Runs a text query and reads its rows (small results only: the proxy's own
+    /// look-ups); NULL is None.
+    pub async fn query_rows(
+        &mut self,
+        sql: &str,
+    ) -> Result<Vec<Vec<Option<Vec<u8>>>>, BackendError> {
+        let mut payload = vec![cmd::COM_QUERY];
+        payload.extend_from_slice(sql.as_bytes());
+        let first = self.command(&payload).await?.payload;
+        let columns = match first.first() {
+            Some(0x00) => return Ok(Vec::new()),
+            Some(0xFF) => {
+                return Err(self
+                    .expect_ok(&first)
+                    .err()
+                    .unwrap_or(BackendError::Protocol("bad ERR")))
+            }
+            _ => {
+                crate::protocol::messages::read_lenenc(&first)
+                    .ok_or(BackendError::Protocol("bad column count"))?
+                    .0
+            }
+        };
+        for _ in 0..columns {
+            self.io.read_packet().await?;
+        }
+        if !self.class.deprecate_eof() {
+            self.io.read_packet().await?;
+        }
+        let mut rows = Vec::new();
+        loop {
+            let p = self.io.read_packet().await?.payload;
+            match p.first() {
+                Some(0xFE) if p.len() < 0xFF_FFFF => {
+                    self.expect_ok(&p)?;
+                    return Ok(rows);
+                }
+                Some(0xFF) => {
+                    return Err(self
+                        .expect_ok(&p)
+                        .err()
+                        .unwrap_or(BackendError::Protocol("bad ERR")))
+                }
+                _ => rows.push(text_row(&p, columns as usize)?),
+            }
+        }
     }
 
     /// Brings the connection to the session's wanted state; on error the connection is
@@ -259,6 +326,28 @@ impl BackendConn {
     }
 }
 
+/// The columns of a text-protocol row.
+fn text_row(mut p: &[u8], n: usize) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        if p.first() == Some(&0xFB) {
+            out.push(None);
+            p = &p[1..];
+            continue;
+        }
+        let (len, used) = crate::protocol::messages::read_lenenc(p)
+            .ok_or(BackendError::Protocol("bad text row"))?;
+        let end = used + len as usize;
+        out.push(Some(
+            p.get(used..end)
+                .ok_or(BackendError::Protocol("short text row"))?
+                .to_vec(),
+        ));
+        p = &p[end..];
+    }
+    Ok(out)
+}
+
 async fn finish_auth(
     io: &mut PacketStream<TcpStream>,
     p: &ConnectParams,
@@ -270,7 +359,7 @@ async fn finish_auth(
         match r.payload.first() {
             Some(0x00) => return Ok(()),
             Some(0xFF) => {
-                let e = parse_err(&r.payload).map(|e| e.message).unwrap_or_default();
+                let e = parse_err(&r.payload).map(|e| e.text()).unwrap_or_default();
                 return Err(auth_err(e));
             }
             Some(0xFE) => {

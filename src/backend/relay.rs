@@ -1,6 +1,7 @@
 //! Raw relay of one response from a backend to a client: packets are copied as bytes in
-//! chunks, headers scanned in place, sequence ids renumbered when EOFs are added or
-//! changed. Nothing is decoded except terminators; a response is never buffered whole.
+//! chunks, headers scanned in place, sequence ids following the client's command. Nothing
+//! is decoded except terminators (an OK may be rewritten, see `scan`); a response is
+//! never buffered whole.
 
 use std::hash::Hasher;
 use std::pin::Pin;
@@ -34,7 +35,7 @@ pub enum RelayError {
     Client(ProtoError),
     /// The response was only an ERR refusing the statement (read-only, killed): nothing
     /// reached the client; the session may run it elsewhere or pass the error on.
-    #[error("refused: {}", .0.message)]
+    #[error("refused: {}", .0.text())]
     Refused(ErrInfo),
 }
 
@@ -100,13 +101,10 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Relay<'_, C> {
         }
         self.need(4 + want).await?;
         let step = scanner.step(len, &self.backend.rbuf[4..4 + want]);
-        if let Some(eof) = step.pre_eof {
-            self.out_seq = self.client.queue(self.out_seq, &eof);
-        }
         match step.body {
-            Body::ReplaceEof(eof) => {
+            Body::Rewrite => {
                 self.backend.rbuf.advance(4 + len);
-                self.out_seq = self.client.queue(self.out_seq, &eof);
+                self.out_seq = self.client.queue(self.out_seq, &scanner.rewritten);
             }
             Body::Forward => self.forward(len).await?,
         }

@@ -15,6 +15,8 @@ pub enum Charset {
     Unknown,
     /// Chosen by collation id in a handshake.
     Collation(u8),
+    /// The server's global defaults (a handshake collation the server does not know).
+    ServerDefault,
     /// Chosen by SET NAMES / SET CHARACTER SET.
     Names {
         charset: String,
@@ -27,6 +29,9 @@ impl Charset {
     fn names_sql(&self) -> Option<String> {
         match self {
             Charset::Unknown => None,
+            Charset::ServerDefault => Some(
+                "character_set_client = DEFAULT, character_set_results = DEFAULT, collation_connection = DEFAULT".into(),
+            ),
             Charset::Collation(id) => {
                 let c = Collation::resolve(CollationId::from(u16::from(*id)));
                 if c.charset().is_empty() {

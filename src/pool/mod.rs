@@ -7,10 +7,11 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::backend::{BackendConn, BackendError, ConnectParams};
+use crate::protocol::ConnClass;
 
 /// Limits shared by every pool.
 #[derive(Debug, Clone)]
@@ -52,8 +53,14 @@ struct Pooled {
 /// The pools of one backend.
 pub struct NodePools {
     pub name: String,
-    /// By (user, CLIENT_FOUND_ROWS): the flag is fixed at connect, so each is its own pool.
-    users: HashMap<(String, bool), Arc<UserPool>>,
+    address: String,
+    base: ConnectParams,
+    limits: PoolLimits,
+    /// Each configured user: password and the slots all its pools share (max_per_user).
+    users: HashMap<String, (String, Arc<Semaphore>)>,
+    /// By (user, connection class): the class is fixed at connect, so each is its own
+    /// pool. Created on first use.
+    pools: RwLock<HashMap<(String, ConnClass), Arc<UserPool>>>,
     backend_slots: Arc<Semaphore>,
     /// Requests running on this backend now (least-outstanding balancing).
     pub outstanding: Arc<AtomicUsize>,
@@ -61,7 +68,7 @@ pub struct NodePools {
 
 pub struct UserPool {
     pub user: String,
-    pub found_rows: bool,
+    pub class: ConnClass,
     params: ConnectParams,
     limits: PoolLimits,
     idle: Mutex<VecDeque<Pooled>>,
@@ -81,53 +88,64 @@ impl NodePools {
     ) -> Self {
         let users = users
             .iter()
-            .flat_map(|(u, pw)| [(u, pw, false), (u, pw, true)])
-            .map(|(u, pw, found_rows)| {
-                let params = ConnectParams {
-                    address: address.to_string(),
-                    user: u.clone(),
-                    password: pw.clone(),
-                    found_rows,
-                    ..base.clone()
-                };
-                let pool = UserPool {
-                    user: u.clone(),
-                    found_rows,
-                    params,
-                    limits: limits.clone(),
-                    idle: Mutex::new(VecDeque::new()),
-                    slots: Arc::new(Semaphore::new(limits.max_per_user)),
-                    released: Notify::new(),
-                    stats: PoolStats::default(),
-                };
-                ((u.clone(), found_rows), Arc::new(pool))
+            .map(|(u, pw)| {
+                let slots = Arc::new(Semaphore::new(limits.max_per_user));
+                (u.clone(), (pw.clone(), slots))
             })
             .collect();
         NodePools {
             name: name.to_string(),
+            address: address.to_string(),
+            base: base.clone(),
+            limits: limits.clone(),
             users,
+            pools: RwLock::new(HashMap::new()),
             backend_slots: Arc::new(Semaphore::new(limits.max_per_backend)),
             outstanding: Arc::new(AtomicUsize::new(0)),
         }
     }
 
-    pub fn user_pools(&self) -> impl Iterator<Item = &Arc<UserPool>> {
-        self.users.values()
+    /// Every pool created so far.
+    pub fn user_pools(&self) -> Vec<Arc<UserPool>> {
+        self.pools.read().values().cloned().collect()
     }
 
-    fn pool(&self, user: &str, found_rows: bool) -> Option<Arc<UserPool>> {
-        self.users.get(&(user.to_string(), found_rows)).cloned()
+    fn pool(&self, user: &str, class: ConnClass) -> Option<Arc<UserPool>> {
+        if let Some(p) = self.pools.read().get(&(user.to_string(), class)) {
+            return Some(p.clone());
+        }
+        let (password, slots) = self.users.get(user)?;
+        let mut pools = self.pools.write();
+        let pool = pools.entry((user.to_string(), class)).or_insert_with(|| {
+            Arc::new(UserPool {
+                user: user.to_string(),
+                class,
+                params: ConnectParams {
+                    address: self.address.clone(),
+                    user: user.to_string(),
+                    password: password.clone(),
+                    class,
+                    ..self.base.clone()
+                },
+                limits: self.limits.clone(),
+                idle: Mutex::new(VecDeque::new()),
+                slots: slots.clone(),
+                released: Notify::new(),
+                stats: PoolStats::default(),
+            })
+        });
+        Some(pool.clone())
     }
 
-    /// Leases a connection for `user` (with CLIENT_FOUND_ROWS or not), waiting at most
+    /// Leases a connection of `class` for `user`, waiting at most
     /// `timeout`.
     pub async fn lease(
         &self,
         user: &str,
-        found_rows: bool,
+        class: ConnClass,
         timeout: Duration,
     ) -> Result<Lease, PoolError> {
-        self.lease_where(user, found_rows, timeout, &|_| true).await
+        self.lease_where(user, class, timeout, &|_| true).await
     }
 
     /// Leases a connection that `fits` (one that never had a schema, for a client without
@@ -135,12 +153,12 @@ impl NodePools {
     pub async fn lease_where(
         &self,
         user: &str,
-        found_rows: bool,
+        class: ConnClass,
         timeout: Duration,
         fits: &(dyn Fn(&BackendConn) -> bool + Sync),
     ) -> Result<Lease, PoolError> {
         let pool = self
-            .pool(user, found_rows)
+            .pool(user, class)
             .ok_or_else(|| PoolError::UnknownUser(user.to_string()))?;
         let deadline = tokio::time::Instant::now() + timeout;
         let pooled = loop {
@@ -183,11 +201,11 @@ impl NodePools {
     pub fn take_idle(
         &self,
         user: &str,
-        found_rows: bool,
+        class: ConnClass,
         thread_id: u32,
         leases: u64,
     ) -> Option<Lease> {
-        let pool = self.pool(user, found_rows)?;
+        let pool = self.pool(user, class)?;
         let pooled = {
             let mut idle = pool.idle.lock();
             let i = idle
@@ -231,25 +249,25 @@ impl NodePools {
     }
 
     fn evict_one_idle(&self, except: &UserPool) -> bool {
-        self.users
-            .values()
+        self.user_pools()
+            .iter()
             .filter(|p| !std::ptr::eq(p.as_ref(), except))
             .any(|p| p.idle.lock().pop_front().map(|c| p.discard(c)).is_some())
     }
 
     /// Closes idle connections past their idle timeout or lifetime, keeping min_idle.
     pub fn reap(&self) {
-        for p in self.users.values() {
+        for p in self.user_pools() {
             p.reap();
         }
     }
 
-    /// Opens connections until every pool of the non-FOUND_ROWS kind (the common one) has
-    /// min_idle idle connections, as far as the limits allow.
+    /// Opens connections until every user's pool of the most used class has min_idle
+    /// idle connections, as far as the limits allow.
     pub async fn top_up(&self) {
-        for p in self.users.values().filter(|p| !p.found_rows) {
+        for p in self.busiest_pools() {
             while p.idle_len() < p.limits.min_idle {
-                let Some(slots) = self.try_slots(p) else {
+                let Some(slots) = self.try_slots(&p) else {
                     break;
                 };
                 match p.open(slots).await {
@@ -267,20 +285,37 @@ impl NodePools {
     }
 
     /// Closes every idle connection (backend gone or demoted).
+    /// Per user, the pool of the class leased most (before any lease: the modern class).
+    fn busiest_pools(&self) -> Vec<Arc<UserPool>> {
+        let all = self.user_pools();
+        let mut users: Vec<&String> = self.users.keys().collect();
+        users.sort();
+        users
+            .into_iter()
+            .filter_map(|u| {
+                all.iter()
+                    .filter(|p| &p.user == u)
+                    .max_by_key(|p| (p.stats.leases.load(Ordering::Relaxed), p.class))
+                    .cloned()
+                    .or_else(|| self.pool(u, ConnClass::modern()))
+            })
+            .collect()
+    }
+
     pub fn drain_idle(&self) {
-        for p in self.users.values() {
+        for p in self.user_pools() {
             let all: Vec<_> = p.idle.lock().drain(..).collect();
             all.into_iter().for_each(|c| p.discard(c));
         }
     }
 
     pub fn idle_count(&self) -> usize {
-        self.users.values().map(|p| p.idle.lock().len()).sum()
+        self.user_pools().iter().map(|p| p.idle.lock().len()).sum()
     }
 
     pub fn in_use_count(&self) -> usize {
-        self.users
-            .values()
+        self.user_pools()
+            .iter()
             .map(|p| p.stats.in_use.load(Ordering::Relaxed))
             .sum()
     }

@@ -1,34 +1,119 @@
 //! Handshake v10 towards clients and the handshake response parser; the backend-side
 //! handshake packets come from mysql_common too.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 
 use mysql_common::io::ParseBuf;
 use mysql_common::packets::{HandshakePacket, HandshakeResponse};
-use mysql_common::proto::{MyDeserialize, MySerialize};
+use mysql_common::proto::MyDeserialize;
 
 use super::{auth, client_capabilities, CapabilityFlags, ProtoError, StatusFlags};
 
-/// Builds the greeting payload for a new client connection.
-pub fn greeting(conn_id: u32, scramble: &[u8; 20], server_version: &str, collation: u8) -> Vec<u8> {
-    let mut part2 = scramble[8..].to_vec();
-    part2.push(0); // on the wire a NUL follows part 2; mysql_common writes the bytes as given
-    let mut s1 = [0u8; 8];
-    s1.copy_from_slice(&scramble[..8]);
-    let p = HandshakePacket::new(
-        10,
-        Cow::Borrowed(server_version.as_bytes()),
-        conn_id,
-        s1,
-        Some(part2),
-        client_capabilities(),
-        collation,
-        StatusFlags::SERVER_STATUS_AUTOCOMMIT,
-        Some(auth::NATIVE.as_bytes()),
-    );
-    let mut out = Vec::with_capacity(96);
-    p.serialize(&mut out);
+/// What the backends' greeting says, presented to clients as the server itself would:
+/// version string (MariaDB's `5.5.5-` prefix included), capabilities, MariaDB's extended
+/// capabilities, default collation, and the collations the server knows.
+#[derive(Debug, Clone, Default)]
+pub struct ServerProfile {
+    pub version: String,
+    pub caps: CapabilityFlags,
+    /// MariaDB extended capabilities (0 for MySQL, Dolt).
+    pub ext: u32,
+    /// The greeting cleared CLIENT_MYSQL: a MariaDB server that reads extended capabilities.
+    pub mariadb: bool,
+    pub collation: u8,
+    /// Collation id -> (character set, collation) as the server names them; empty when not
+    /// learned.
+    pub collations: HashMap<u8, (String, String)>,
+}
+
+impl ServerProfile {
+    /// Used until a backend has been reached: a version string and every capability.
+    pub fn fallback(version: &str) -> Self {
+        ServerProfile {
+            version: version.to_string(),
+            caps: client_capabilities(),
+            collation: super::UTF8MB4_GENERAL_CI,
+            ..ServerProfile::default()
+        }
+    }
+
+    /// From a backend's greeting payload.
+    pub fn from_greeting(payload: &[u8]) -> Option<Self> {
+        let hs = HandshakePacket::deserialize((), &mut ParseBuf(payload)).ok()?;
+        let caps = hs.capabilities();
+        let mariadb = !caps.contains(CapabilityFlags::CLIENT_LONG_PASSWORD);
+        Some(ServerProfile {
+            version: hs.server_version_str().into_owned(),
+            caps,
+            ext: if mariadb { greeting_ext(payload) } else { 0 },
+            mariadb,
+            collation: hs.default_collation(),
+            collations: HashMap::new(),
+        })
+    }
+
+    /// Capabilities offered to clients: switchyard's set, less what the backends lack.
+    pub fn offered(&self) -> CapabilityFlags {
+        let mut c = client_capabilities() & self.caps;
+        c.set(CapabilityFlags::CLIENT_LONG_PASSWORD, !self.mariadb);
+        c | CapabilityFlags::CLIENT_PROTOCOL_41 | CapabilityFlags::CLIENT_SECURE_CONNECTION
+    }
+
+    /// MariaDB extended capabilities offered to clients.
+    pub fn offered_ext(&self) -> u32 {
+        if self.mariadb {
+            self.ext & super::mariadb::SUPPORTED
+        } else {
+            0
+        }
+    }
+
+    /// `SET NAMES` text for a handshake collation id, as the server names it; None when
+    /// the server does not know the id (it then keeps its defaults, as at a handshake).
+    pub fn names_for(&self, id: u8) -> Option<(String, String)> {
+        if !self.collations.is_empty() {
+            return self.collations.get(&id).cloned();
+        }
+        use mysql_common::collations::{Collation, CollationId};
+        let c = Collation::resolve(CollationId::from(u16::from(id)));
+        let mysql8_only = c.collation().contains("_0900_");
+        let unknown = c.charset().is_empty() || (self.mariadb && mysql8_only);
+        (!unknown).then(|| (c.charset().to_string(), c.collation().to_string()))
+    }
+}
+
+/// MariaDB's extended capabilities: the last 4 of the 10 reserved bytes of a greeting.
+fn greeting_ext(payload: &[u8]) -> u32 {
+    let Some(nul) = payload.iter().skip(1).position(|b| *b == 0) else {
+        return 0;
+    };
+    let at = 1 + nul + 1 + 4 + 8 + 1 + 2 + 1 + 2 + 2 + 1 + 6;
+    payload
+        .get(at..at + 4)
+        .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+/// Builds the greeting payload for a new client connection, as `profile`'s server would.
+pub fn greeting(conn_id: u32, scramble: &[u8; 20], profile: &ServerProfile) -> Vec<u8> {
+    let caps = profile.offered().bits();
+    let mut out = Vec::with_capacity(96 + profile.version.len());
+    out.push(10);
+    out.extend_from_slice(profile.version.as_bytes());
+    out.push(0);
+    out.extend_from_slice(&conn_id.to_le_bytes());
+    out.extend_from_slice(&scramble[..8]);
+    out.push(0);
+    out.extend_from_slice(&(caps as u16).to_le_bytes());
+    out.push(profile.collation);
+    out.extend_from_slice(&StatusFlags::SERVER_STATUS_AUTOCOMMIT.bits().to_le_bytes());
+    out.extend_from_slice(&((caps >> 16) as u16).to_le_bytes());
+    out.push(21);
+    out.extend_from_slice(&[0; 6]);
+    out.extend_from_slice(&profile.offered_ext().to_le_bytes());
+    out.extend_from_slice(&scramble[8..]);
+    out.push(0); // on the wire a NUL follows part 2
+    out.extend_from_slice(auth::NATIVE.as_bytes());
+    out.push(0);
     out
 }
 
@@ -42,6 +127,8 @@ pub struct ClientHello {
     pub database: Option<String>,
     pub plugin: Option<String>,
     pub attributes: HashMap<String, String>,
+    /// MariaDB extended capabilities (a client that cleared CLIENT_MYSQL sends them).
+    pub mariadb_ext: u32,
 }
 
 /// True for a 32-byte SSLRequest (a handshake response cut short after the reserved bytes).
@@ -73,6 +160,13 @@ pub fn parse_hello(payload: &[u8]) -> Result<ClientHello, ProtoError> {
             .auth_plugin()
             .map(|p| String::from_utf8_lossy(p.as_bytes()).into_owned()),
         attributes: r.connect_attributes().unwrap_or_default(),
+        mariadb_ext: if caps.contains(CapabilityFlags::CLIENT_LONG_PASSWORD) {
+            0
+        } else {
+            payload
+                .get(28..32)
+                .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        },
     })
 }
 
@@ -144,16 +238,31 @@ fn take_nul<'a>(rest: &mut &'a [u8]) -> Option<&'a [u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mysql_common::proto::MySerialize;
 
     #[test]
     fn greeting_parses_back_with_the_full_scramble() {
         let scramble = auth::new_scramble();
-        let g = greeting(42, &scramble, "10.11.6-MariaDB", 45);
+        let mut profile = ServerProfile::fallback("5.5.5-10.11.6-MariaDB");
+        profile.mariadb = true;
+        profile.ext = super::super::mariadb::CLIENT_EXTENDED_TYPE_INFO | 1;
+        let g = greeting(42, &scramble, &profile);
         let p = HandshakePacket::deserialize((), &mut ParseBuf(&g)).unwrap();
         assert_eq!(p.connection_id(), 42);
         assert_eq!(p.nonce(), scramble.to_vec());
-        assert_eq!(p.server_version_ref(), b"10.11.6-MariaDB");
-        assert_eq!(p.capabilities(), client_capabilities());
+        assert_eq!(p.server_version_ref(), b"5.5.5-10.11.6-MariaDB");
+        assert_eq!(
+            p.capabilities(),
+            client_capabilities() - CapabilityFlags::CLIENT_LONG_PASSWORD
+        );
+        let back = ServerProfile::from_greeting(&g).unwrap();
+        assert!(back.mariadb);
+        assert_eq!(
+            back.ext,
+            super::super::mariadb::CLIENT_EXTENDED_TYPE_INFO,
+            "only what switchyard supports is offered"
+        );
+        assert_eq!(back.collation, 45);
         assert_eq!(
             p.auth_plugin().map(|a| a.as_bytes().to_vec()),
             Some(b"mysql_native_password".to_vec())

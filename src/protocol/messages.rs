@@ -84,7 +84,8 @@ pub fn parse_eof(payload: &[u8]) -> Option<OkInfo> {
 pub struct ErrInfo {
     pub code: u16,
     pub state: [u8; 5],
-    pub message: String,
+    /// The server's bytes, in the connection's character set: relayed as they are.
+    pub message: Vec<u8>,
 }
 
 pub fn parse_err(payload: &[u8]) -> Option<ErrInfo> {
@@ -104,7 +105,7 @@ pub fn parse_err(payload: &[u8]) -> Option<ErrInfo> {
     Some(ErrInfo {
         code,
         state,
-        message: String::from_utf8_lossy(msg).into_owned(),
+        message: msg.to_vec(),
     })
 }
 
@@ -118,13 +119,23 @@ pub enum Refusal {
 }
 
 impl ErrInfo {
+    /// The message for logs and errors of the proxy's own (lossy where not UTF-8).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.message).into_owned()
+    }
+
     /// Whether this error refuses the statement in a way that another server may not.
+    /// Only the read-only-server texts count: Dolt's 1105 is generic (a write to a
+    /// read-only revision database on a healthy primary says `Database db/v1.0 is
+    /// read-only.`).
     pub fn refusal(&self) -> Option<Refusal> {
-        let m = self.message.to_ascii_lowercase();
-        let read_only =
-            m.contains("read-only") || m.contains("read only") || m.contains("read_only");
+        let m = &self.message;
+        let has = |needle: &[u8]| m.windows(needle.len()).any(|w| w == needle);
         match self.code {
-            1290 | 1105 if read_only => Some(Refusal::ReadOnly),
+            1290 if has(b"--read-only") || has(b"--super-read-only") => Some(Refusal::ReadOnly),
+            1105 if m.as_slice() == b"database server is set to read only mode" => {
+                Some(Refusal::ReadOnly)
+            }
             1927 | 1053 => Some(Refusal::Killed),
             _ => None,
         }
@@ -132,13 +143,13 @@ impl ErrInfo {
 }
 
 /// ERR payload.
-pub fn err_payload(code: u16, state: &[u8; 5], message: &str) -> Vec<u8> {
+pub fn err_payload(code: u16, state: &[u8; 5], message: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(9 + message.len());
     out.push(0xFF);
     out.extend_from_slice(&code.to_le_bytes());
     out.push(b'#');
     out.extend_from_slice(state);
-    out.extend_from_slice(message.as_bytes());
+    out.extend_from_slice(message);
     out
 }
 
@@ -233,7 +244,7 @@ mod tests {
         let e = |code, m: &str| ErrInfo {
             code,
             state: *b"HY000",
-            message: m.into(),
+            message: m.as_bytes().to_vec(),
         };
         let maria = "The MariaDB server is running with the --read-only option so it cannot execute this statement";
         assert_eq!(e(1290, maria).refusal(), Some(Refusal::ReadOnly));
@@ -242,6 +253,15 @@ mod tests {
             Some(Refusal::ReadOnly)
         );
         assert_eq!(e(1105, "unknown error").refusal(), None);
+        assert_eq!(
+            e(1105, "Database db/v1.0 is read-only.").refusal(),
+            None,
+            "a read-only revision database is no demotion"
+        );
+        assert_eq!(
+            e(1792, "Cannot execute statement in a READ ONLY transaction").refusal(),
+            None
+        );
         assert_eq!(e(1290, "--skip-grant-tables prevents it").refusal(), None);
         assert_eq!(
             e(1927, "Connection was killed").refusal(),
@@ -252,11 +272,12 @@ mod tests {
 
     #[test]
     fn err_round_trips() {
-        let p = err_payload(1045, b"28000", "Access denied");
+        let p = err_payload(1045, b"28000", b"Access denied \x84");
         let e = parse_err(&p).unwrap();
         assert_eq!(
-            (e.code, &e.state, e.message.as_str()),
-            (1045, b"28000", "Access denied")
+            (e.code, &e.state, e.message.as_slice()),
+            (1045, b"28000", b"Access denied \x84".as_slice()),
+            "the server's bytes, not lossy UTF-8"
         );
         assert_eq!(parse_err(&[0x00]), None);
     }

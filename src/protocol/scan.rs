@@ -1,9 +1,11 @@
 //! Finds where a server response ends while its packets stream past, reading only packet
 //! headers, the first byte of a packet, and whole OK/EOF/ERR terminators. Column
-//! definitions and rows are never decoded. Also says how to translate between a client
-//! without CLIENT_DEPRECATE_EOF and a backend with it (switchyard's backends always have it).
+//! definitions and rows are never decoded. The backend connection was opened with the
+//! client's own encoding capabilities (DEPRECATE_EOF, extended type info), so packets pass
+//! as the server wrote them; only OK packets are rewritten, when the backend tracks session
+//! state for the proxy (GTIDs) and the client did not ask for all of it.
 
-use super::messages::{eof_payload, parse_err, parse_ok, read_lenenc, ErrInfo, OkInfo};
+use super::messages::{parse_err, parse_ok, read_lenenc, write_lenenc, ErrInfo, OkInfo};
 use super::{StatusFlags, MAX_WIRE_PAYLOAD};
 
 /// Which command's response is being scanned.
@@ -21,7 +23,8 @@ pub enum ResponseKind {
 enum Phase {
     First,
     Columns(u64),
-    AfterColumns,
+    /// The classic EOF after column definitions.
+    ColumnsEof,
     Rows,
 }
 
@@ -34,6 +37,9 @@ pub struct Summary {
     pub error: Option<ErrInfo>,
     /// Result sets and OKs seen.
     pub results: u32,
+    /// The session's last GTID, from an OK's session state (MariaDB `last_gtid`, MySQL's
+    /// own GTIDs).
+    pub gtid: Option<Vec<u8>>,
 }
 
 impl Summary {
@@ -46,8 +52,8 @@ impl Summary {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Body {
     Forward,
-    /// Replace the (whole, small) packet with this classic EOF payload.
-    ReplaceEof([u8; 5]),
+    /// Replace the (whole, small) packet with `Scanner::rewritten`.
+    Rewrite,
 }
 
 /// What follows the packet.
@@ -61,41 +67,62 @@ pub enum Next {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Step {
-    /// A classic EOF to send before this packet (the end of column definitions).
-    pub pre_eof: Option<[u8; 5]>,
     pub body: Body,
     pub next: Next,
 }
 
 const FWD: Step = Step {
-    pre_eof: None,
     body: Body::Forward,
     next: Next::More,
 };
+
+/// The encodings on both sides of a relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Encoding {
+    /// The connection (and the client) use CLIENT_DEPRECATE_EOF.
+    pub deprecate_eof: bool,
+    /// The backend connection negotiated CLIENT_SESSION_TRACK.
+    pub backend_tracks: bool,
+    /// The client negotiated CLIENT_SESSION_TRACK.
+    pub client_tracks: bool,
+    /// The client's own session tracking includes `last_gtid` (pass it on).
+    pub client_wants_gtid: bool,
+}
 
 /// The scanner for one response.
 #[derive(Debug)]
 pub struct Scanner {
     kind: ResponseKind,
-    classic_client: bool,
+    enc: Encoding,
     phase: Phase,
     continuation: bool,
     pub summary: Summary,
+    /// The packet to send instead, after a `Body::Rewrite` step.
+    pub rewritten: Vec<u8>,
 }
 
 impl Scanner {
-    /// `classic_client`: the client did not set CLIENT_DEPRECATE_EOF.
-    pub fn new(kind: ResponseKind, classic_client: bool) -> Self {
+    pub fn new(kind: ResponseKind, enc: Encoding) -> Self {
         let phase = match kind {
             ResponseKind::Results => Phase::First,
             ResponseKind::FieldList | ResponseKind::Rows => Phase::Rows,
         };
         Scanner {
             kind,
-            classic_client,
+            enc,
             phase,
             continuation: false,
             summary: Summary::default(),
+            rewritten: Vec::new(),
+        }
+    }
+
+    /// A 0xFE packet of this length ends a result (classic EOF, or OK under DEPRECATE_EOF).
+    fn is_terminator(&self, len: usize) -> bool {
+        if self.enc.deprecate_eof {
+            len < MAX_WIRE_PAYLOAD
+        } else {
+            len < 9
         }
     }
 
@@ -108,10 +135,11 @@ impl Scanner {
         match (self.phase, first) {
             (Phase::Columns(_), _) => 0,
             (_, None) => 1,
+            (Phase::ColumnsEof, _) => len.min(9),
             (Phase::First, Some(0x00 | 0xFF | 0xFE)) => len,
             (Phase::First, Some(_)) => len.min(9),
             (_, Some(0xFF)) => len,
-            (_, Some(0xFE)) if len < MAX_WIRE_PAYLOAD => len,
+            (_, Some(0xFE)) if self.is_terminator(len) => len,
             _ => 1,
         }
     }
@@ -131,7 +159,7 @@ impl Scanner {
                 };
                 FWD
             }
-            Phase::AfterColumns => self.after_column_defs(len, head),
+            Phase::ColumnsEof => self.columns_eof(head),
             Phase::Rows => self.row(len, head),
         }
     }
@@ -144,14 +172,14 @@ impl Scanner {
 
     fn after_columns(&self) -> Phase {
         match self.kind {
-            ResponseKind::Results => Phase::AfterColumns,
+            ResponseKind::Results if !self.enc.deprecate_eof => Phase::ColumnsEof,
             _ => Phase::Rows,
         }
     }
 
     fn first(&mut self, len: usize, head: &[u8]) -> Step {
         match head.first() {
-            Some(0x00) => self.ok_end(head, 0x00),
+            Some(0x00) => self.ok_end(head),
             Some(0xFF) => self.err_end(head),
             Some(0xFB) => Step {
                 next: Next::LocalInfile,
@@ -169,51 +197,72 @@ impl Scanner {
         }
     }
 
-    fn after_column_defs(&mut self, len: usize, head: &[u8]) -> Step {
+    /// The classic EOF after column definitions: rows follow, unless a cursor was opened
+    /// (COM_STMT_EXECUTE with a cursor: the rows come with COM_STMT_FETCH).
+    fn columns_eof(&mut self, head: &[u8]) -> Step {
+        match head.first() {
+            Some(0xFF) => return self.err_end(head),
+            Some(0xFE) => {}
+            _ => return self.malformed(),
+        }
+        let Some(eof) = super::messages::parse_eof(head) else {
+            return self.malformed();
+        };
+        self.summary.status = Some(eof.status);
         self.phase = Phase::Rows;
-        let mut step = self.row(len, head);
-        if !self.classic_client {
-            return step;
-        }
-        let cursor = self
-            .summary
+        if eof
             .flags()
-            .is_some_and(|f| f.contains(StatusFlags::SERVER_STATUS_CURSOR_EXISTS));
-        match step.body {
-            // a cursor was opened: classic clients get one EOF after the metadata, no rows
-            Body::ReplaceEof(eof) if cursor && step.next == Next::Done => {
-                step.pre_eof = None;
-                step.body = Body::ReplaceEof(eof);
-            }
-            _ => step.pre_eof = Some(eof_payload(0, self.summary.status.unwrap_or(0))),
+            .contains(StatusFlags::SERVER_STATUS_CURSOR_EXISTS)
+        {
+            self.summary.last_ok = Some(eof);
+            self.summary.results += 1;
+            return Step {
+                next: Next::Done,
+                ..FWD
+            };
         }
-        step
+        FWD
     }
 
     fn row(&mut self, len: usize, head: &[u8]) -> Step {
         match head.first() {
             Some(0xFF) => self.err_end(head),
-            Some(0xFE) if len < MAX_WIRE_PAYLOAD => self.ok_end(head, 0xFE),
+            Some(0xFE) if self.is_terminator(len) && self.enc.deprecate_eof => self.ok_end(head),
+            Some(0xFE) if self.is_terminator(len) => self.eof_end(head),
             _ => FWD,
         }
     }
 
-    fn ok_end(&mut self, head: &[u8], header: u8) -> Step {
+    /// A classic EOF that ends a result set.
+    fn eof_end(&mut self, head: &[u8]) -> Step {
+        let Some(eof) = super::messages::parse_eof(head) else {
+            return self.malformed();
+        };
+        self.end_with(eof, Body::Forward)
+    }
+
+    fn ok_end(&mut self, head: &[u8]) -> Step {
         let Some(ok) = parse_ok(head) else {
             return self.malformed();
         };
+        let mut body = Body::Forward;
+        if self.enc.backend_tracks {
+            let r = retrack(head, &ok, self.enc, &mut self.rewritten);
+            self.summary.gtid = r.gtid.or(self.summary.gtid.take());
+            if r.rewritten {
+                body = Body::Rewrite;
+            }
+        }
+        self.end_with(ok, body)
+    }
+
+    fn end_with(&mut self, ok: OkInfo, body: Body) -> Step {
         self.summary.status = Some(ok.status);
         self.summary.last_ok = Some(ok);
         self.summary.results += 1;
         let more = ok.flags().contains(StatusFlags::SERVER_MORE_RESULTS_EXISTS);
         self.phase = Phase::First;
-        let body = if header == 0xFE && self.classic_client {
-            Body::ReplaceEof(eof_payload(ok.warnings, ok.status))
-        } else {
-            Body::Forward
-        };
         Step {
-            pre_eof: None,
             body,
             next: if more { Next::More } else { Next::Done },
         }
@@ -231,13 +280,132 @@ impl Scanner {
         self.summary.error = Some(ErrInfo {
             code: 2027,
             state: *b"HY000",
-            message: "malformed packet from backend".into(),
+            message: b"malformed packet from backend".to_vec(),
         });
         Step {
             next: Next::Done,
             ..FWD
         }
     }
+}
+
+/// What `retrack` found in an OK packet.
+struct Retracked {
+    rewritten: bool,
+    gtid: Option<Vec<u8>>,
+}
+
+/// Session-state tracker types (the OK packet's state block).
+const TRACK_SYSTEM_VARIABLES: u8 = 0;
+const TRACK_GTIDS: u8 = 3;
+
+/// Reads the session state of an OK from a tracking backend: takes the GTID, and rewrites
+/// the packet into `out` as the server would have sent it to this client: without the
+/// state block (and its flag) for a client without session tracking, without the proxy's
+/// own `last_gtid` tracker for one that did not ask for it.
+fn retrack(p: &[u8], ok: &OkInfo, enc: Encoding, out: &mut Vec<u8>) -> Retracked {
+    let mut r = Retracked {
+        rewritten: false,
+        gtid: None,
+    };
+    let Some(fixed) = ok_fixed_len(p) else {
+        return r;
+    };
+    let rest = &p[fixed..];
+    let (info, after_info) = match read_lenenc(rest) {
+        Some((n, used)) if rest.len() >= used + n as usize => {
+            (&rest[used..used + n as usize], used + n as usize)
+        }
+        _ if rest.is_empty() => (&rest[..0], 0),
+        _ => return r,
+    };
+    let changed = ok
+        .flags()
+        .contains(StatusFlags::SERVER_SESSION_STATE_CHANGED);
+    let mut kept = Vec::new();
+    let mut dropped = false;
+    if changed {
+        let state = &rest[after_info..];
+        let Some((n, used)) = read_lenenc(state) else {
+            return r;
+        };
+        let block = state.get(used..used + n as usize).unwrap_or_default();
+        for (kind, data) in entries(block) {
+            let gtid = entry_gtid(kind, data);
+            let ours = kind == TRACK_SYSTEM_VARIABLES && gtid.is_some();
+            if gtid.is_some() {
+                r.gtid = gtid;
+            }
+            if !enc.client_tracks || (ours && !enc.client_wants_gtid) {
+                dropped = true;
+                continue;
+            }
+            kept.push(kind);
+            write_lenenc(&mut kept, data.len() as u64);
+            kept.extend_from_slice(data);
+        }
+    }
+    if !dropped {
+        return r;
+    }
+    out.clear();
+    out.extend_from_slice(&p[..fixed]);
+    let mut status = ok.status;
+    if kept.is_empty() {
+        status &= !StatusFlags::SERVER_SESSION_STATE_CHANGED.bits();
+    }
+    let at = fixed - 4;
+    out[at..at + 2].copy_from_slice(&status.to_le_bytes());
+    if !info.is_empty() || !kept.is_empty() {
+        write_lenenc(out, info.len() as u64);
+        out.extend_from_slice(info);
+    }
+    if !kept.is_empty() {
+        write_lenenc(out, kept.len() as u64);
+        out.extend_from_slice(&kept);
+    }
+    r.rewritten = out.as_slice() != p;
+    r
+}
+
+/// Length of an OK packet's fixed part: header, affected rows, insert id, status, warnings.
+fn ok_fixed_len(p: &[u8]) -> Option<usize> {
+    let (_, a) = read_lenenc(p.get(1..)?)?;
+    let (_, b) = read_lenenc(p.get(1 + a..)?)?;
+    let end = 1 + a + b + 4;
+    (p.len() >= end).then_some(end)
+}
+
+/// The (type, data) entries of a session-state block.
+fn entries(mut block: &[u8]) -> impl Iterator<Item = (u8, &[u8])> {
+    std::iter::from_fn(move || {
+        let kind = *block.first()?;
+        let (n, used) = read_lenenc(&block[1..])?;
+        let data = block.get(1 + used..1 + used + n as usize)?;
+        block = &block[1 + used + n as usize..];
+        Some((kind, data))
+    })
+}
+
+/// The GTID an entry carries: MariaDB's `last_gtid` system variable or MySQL's GTIDs.
+fn entry_gtid(kind: u8, data: &[u8]) -> Option<Vec<u8>> {
+    let lenenc_str = |d: &[u8]| -> Option<(Vec<u8>, usize)> {
+        let (n, used) = read_lenenc(d)?;
+        Some((d.get(used..used + n as usize)?.to_vec(), used + n as usize))
+    };
+    match kind {
+        TRACK_SYSTEM_VARIABLES => {
+            let (name, used) = lenenc_str(data)?;
+            if !name.eq_ignore_ascii_case(b"last_gtid") {
+                return None;
+            }
+            let (value, _) = lenenc_str(&data[used..])?;
+            Some(value)
+        }
+        TRACK_GTIDS => lenenc_str(data.get(1..)?).map(|(v, _)| v),
+        _ => None,
+    }
+    .filter(|v| !v.is_empty())
 }
 
 #[cfg(test)]

@@ -1,10 +1,17 @@
 use super::*;
-use crate::protocol::messages::{err_payload, ok_payload_with, OkInfo};
+use crate::protocol::messages::{eof_payload, err_payload, ok_payload_with, OkInfo};
 
-/// Runs a list of payloads through a scanner; returns what a client would receive
-/// (payloads after translation) and whether the response ended at the last packet.
-fn run(kind: ResponseKind, classic: bool, packets: &[Vec<u8>]) -> (Vec<Vec<u8>>, bool, Scanner) {
-    let mut s = Scanner::new(kind, classic);
+fn enc(deprecate_eof: bool) -> Encoding {
+    Encoding {
+        deprecate_eof,
+        ..Encoding::default()
+    }
+}
+
+/// Runs a list of payloads through a scanner; returns what a client would receive and
+/// whether the response ended at the last packet.
+fn run_with(kind: ResponseKind, e: Encoding, packets: &[Vec<u8>]) -> (Vec<Vec<u8>>, bool, Scanner) {
+    let mut s = Scanner::new(kind, e);
     let mut out = Vec::new();
     let mut done = false;
     for (i, p) in packets.iter().enumerate() {
@@ -12,16 +19,21 @@ fn run(kind: ResponseKind, classic: bool, packets: &[Vec<u8>]) -> (Vec<Vec<u8>>,
         let want = s.wants(p.len(), p.first().copied());
         let want = s.wants(p.len(), p.first().copied()).max(want);
         let st = s.step(p.len(), &p[..want.min(p.len())]);
-        if let Some(e) = st.pre_eof {
-            out.push(e.to_vec());
-        }
         match st.body {
             Body::Forward => out.push(p.clone()),
-            Body::ReplaceEof(e) => out.push(e.to_vec()),
+            Body::Rewrite => out.push(s.rewritten.clone()),
         }
         done = st.next == Next::Done;
     }
     (out, done, s)
+}
+
+fn run(
+    kind: ResponseKind,
+    deprecate_eof: bool,
+    packets: &[Vec<u8>],
+) -> (Vec<Vec<u8>>, bool, Scanner) {
+    run_with(kind, enc(deprecate_eof), packets)
 }
 
 fn ok(header: u8, status: u16) -> Vec<u8> {
@@ -43,49 +55,51 @@ fn coldef(name: &str) -> Vec<u8> {
 
 #[test]
 fn simple_ok_ends() {
-    let (out, done, s) = run(ResponseKind::Results, true, &[ok(0, 2)]);
+    let (out, done, s) = run(ResponseKind::Results, false, &[ok(0, 2)]);
     assert!(done);
     assert_eq!(out.len(), 1);
     assert_eq!(s.summary.status, Some(2));
 }
 
 #[test]
-fn result_set_classic_client_gets_eofs() {
+fn classic_result_set_passes_through_with_its_eofs() {
     let pk = vec![
         vec![2],
         coldef("a"),
         coldef("b"),
+        eof_payload(3, 0x22).to_vec(),
         vec![1, b'x', 1, b'y'],
-        ok(0xFE, 0x22),
+        eof_payload(1, 0x22).to_vec(),
     ];
-    let (out, done, s) = run(ResponseKind::Results, true, &pk);
+    let (out, done, s) = run(ResponseKind::Results, false, &pk);
     assert!(done);
-    assert_eq!(out.len(), 6, "EOF inserted after the columns");
-    assert_eq!(out[3][0], 0xFE);
-    assert_eq!(out[3].len(), 5);
-    assert_eq!(
-        out[5],
-        vec![0xFE, 1, 0, 0x22, 0],
-        "final OK became an EOF with its flags"
-    );
+    assert_eq!(out, pk, "the server's own EOFs, warnings and flags");
     assert_eq!(s.summary.status, Some(0x22));
+    assert_eq!(s.summary.last_ok.unwrap().warnings, 1);
 }
 
 #[test]
-fn result_set_modern_client_passes_through() {
+fn modern_result_set_passes_through() {
     let pk = vec![vec![1], coldef("a"), vec![1, b'x'], ok(0xFE, 2)];
-    let (out, done, _) = run(ResponseKind::Results, false, &pk);
+    let (out, done, _) = run(ResponseKind::Results, true, &pk);
     assert!(done);
     assert_eq!(out, pk);
 }
 
 #[test]
-fn empty_result_classic_gets_two_eofs() {
-    let pk = vec![vec![1], coldef("a"), ok(0xFE, 2)];
-    let (out, done, _) = run(ResponseKind::Results, true, &pk);
+fn classic_row_starting_with_fe_is_a_row() {
+    let mut row = vec![0xFE];
+    row.extend_from_slice(&[0; 12]);
+    let pk = vec![
+        vec![1],
+        coldef("a"),
+        eof_payload(0, 2).to_vec(),
+        row,
+        eof_payload(0, 2).to_vec(),
+    ];
+    let (out, done, _) = run(ResponseKind::Results, false, &pk);
     assert!(done);
-    assert_eq!(out.len(), 4);
-    assert!(out[2][0] == 0xFE && out[3][0] == 0xFE);
+    assert_eq!(out.len(), 5);
 }
 
 #[test]
@@ -101,7 +115,7 @@ fn more_results_continue_until_last() {
         coldef("b"),
         ok(0xFE, 2),
     ];
-    let (out, done, s) = run(ResponseKind::Results, false, &pk);
+    let (out, done, s) = run(ResponseKind::Results, true, &pk);
     assert!(done);
     assert_eq!(out.len(), pk.len());
     assert_eq!(s.summary.results, 3);
@@ -112,23 +126,14 @@ fn error_mid_rows_ends_and_is_reported() {
     let pk = vec![
         vec![1],
         coldef("a"),
+        eof_payload(0, 2).to_vec(),
         vec![1, b'1'],
-        err_payload(1317, b"70100", "interrupted"),
+        err_payload(1317, b"70100", b"interrupted"),
     ];
-    let (out, done, s) = run(ResponseKind::Results, true, &pk);
+    let (out, done, s) = run(ResponseKind::Results, false, &pk);
     assert!(done);
     assert_eq!(out.len(), 5);
     assert_eq!(s.summary.error.unwrap().code, 1317);
-    assert_eq!(s.summary.status, None, "an ERR carries no flags");
-}
-
-#[test]
-fn error_right_after_columns_gets_eof_first_for_classic() {
-    let pk = vec![vec![1], coldef("a"), err_payload(1105, b"HY000", "x")];
-    let (out, _, _) = run(ResponseKind::Results, true, &pk);
-    assert_eq!(out.len(), 4);
-    assert_eq!(out[2].len(), 5);
-    assert_eq!(out[3][0], 0xFF);
 }
 
 #[test]
@@ -137,14 +142,14 @@ fn huge_row_continuations_are_not_inspected() {
     big[0] = 0xFC; // a row starting with a 2-byte length
     let tail = vec![0xFE, 0, 0, 0, 0, 0, 0]; // looks like a terminator but is a continuation
     let pk = vec![vec![1], coldef("a"), big, tail, ok(0xFE, 2)];
-    let (out, done, _) = run(ResponseKind::Results, false, &pk);
+    let (out, done, _) = run(ResponseKind::Results, true, &pk);
     assert!(done);
     assert_eq!(out.len(), 5);
 }
 
 #[test]
 fn a_row_of_exactly_max_payload_starting_with_fe_is_a_row() {
-    let mut s = Scanner::new(ResponseKind::Rows, false);
+    let mut s = Scanner::new(ResponseKind::Rows, enc(true));
     assert_eq!(s.wants(MAX_WIRE_PAYLOAD, Some(0xFE)), 1);
     let st = s.step(MAX_WIRE_PAYLOAD, &[0xFE]);
     assert_eq!(st.next, Next::More);
@@ -152,7 +157,7 @@ fn a_row_of_exactly_max_payload_starting_with_fe_is_a_row() {
 
 #[test]
 fn local_infile_then_ok() {
-    let mut s = Scanner::new(ResponseKind::Results, true);
+    let mut s = Scanner::new(ResponseKind::Results, enc(false));
     let st = s.step(5, &[0xFB, b'/', b't', b'm', b'p']);
     assert_eq!(st.next, Next::LocalInfile);
     s.resume();
@@ -161,30 +166,104 @@ fn local_infile_then_ok() {
 }
 
 #[test]
-fn cursor_open_classic_gets_one_eof() {
+fn classic_cursor_open_ends_at_the_columns_eof() {
     let cursor = StatusFlags::SERVER_STATUS_CURSOR_EXISTS.bits() | 2;
-    let pk = vec![vec![1], coldef("a"), ok(0xFE, cursor)];
-    let mut s = Scanner::new(ResponseKind::Results, true);
-    s.summary.status = Some(cursor); // the scanner learns the cursor from the terminator itself
-    let mut out = 0;
-    for p in &pk {
-        let st = s.step(p.len(), p);
-        out += 1 + usize::from(st.pre_eof.is_some());
-    }
-    assert_eq!(out, 3, "column count, column, one EOF");
+    let pk = vec![vec![1], coldef("a"), eof_payload(0, cursor).to_vec()];
+    let (out, done, s) = run(ResponseKind::Results, false, &pk);
+    assert!(done, "rows come with COM_STMT_FETCH");
+    assert_eq!(out.len(), 3);
+    assert_eq!(s.summary.status, Some(cursor));
 }
 
 #[test]
 fn field_list_ends_at_terminator() {
-    let pk = vec![coldef("a"), coldef("b"), ok(0xFE, 2)];
-    let (out, done, _) = run(ResponseKind::FieldList, true, &pk);
+    let pk = vec![coldef("a"), coldef("b"), eof_payload(0, 2).to_vec()];
+    let (out, done, _) = run(ResponseKind::FieldList, false, &pk);
     assert!(done);
-    assert_eq!(out[2], vec![0xFE, 1, 0, 2, 0]);
+    assert_eq!(out, pk);
 }
 
 #[test]
 fn malformed_first_packet_ends_with_error() {
-    let (_, done, s) = run(ResponseKind::Results, false, &[vec![0xFC]]);
+    let (_, done, s) = run(ResponseKind::Results, true, &[vec![0xFC]]);
     assert!(done);
     assert_eq!(s.summary.error.unwrap().code, 2027);
+}
+
+/// An OK with info and a session-state block holding `last_gtid` and `autocommit`.
+fn tracked_ok() -> Vec<u8> {
+    let mut state = Vec::new();
+    for (name, value) in [("last_gtid", "0-1-42"), ("autocommit", "ON")] {
+        let mut data = Vec::new();
+        write_lenenc(&mut data, name.len() as u64);
+        data.extend_from_slice(name.as_bytes());
+        write_lenenc(&mut data, value.len() as u64);
+        data.extend_from_slice(value.as_bytes());
+        state.push(0);
+        write_lenenc(&mut state, data.len() as u64);
+        state.extend_from_slice(&data);
+    }
+    let status = 2 | StatusFlags::SERVER_SESSION_STATE_CHANGED.bits();
+    let mut p = ok_payload_with(
+        0,
+        &OkInfo {
+            affected_rows: 2,
+            status,
+            ..OkInfo::default()
+        },
+    );
+    let info = b"Records: 2  Duplicates: 0  Warnings: 0";
+    write_lenenc(&mut p, info.len() as u64);
+    p.extend_from_slice(info);
+    write_lenenc(&mut p, state.len() as u64);
+    p.extend_from_slice(&state);
+    p
+}
+
+#[test]
+fn gtid_is_taken_and_state_dropped_for_a_client_without_tracking() {
+    let e = Encoding {
+        backend_tracks: true,
+        ..enc(true)
+    };
+    let (out, _, s) = run_with(ResponseKind::Results, e, &[tracked_ok()]);
+    assert_eq!(s.summary.gtid.as_deref(), Some(b"0-1-42".as_slice()));
+    let mut want = ok_payload_with(
+        0,
+        &OkInfo {
+            affected_rows: 2,
+            status: 2,
+            ..OkInfo::default()
+        },
+    );
+    want.push(38);
+    want.extend_from_slice(b"Records: 2  Duplicates: 0  Warnings: 0");
+    assert_eq!(
+        out[0], want,
+        "info as the server sends it, no state, no flag"
+    );
+}
+
+#[test]
+fn a_tracking_client_keeps_its_trackers_but_not_the_proxys() {
+    let e = Encoding {
+        backend_tracks: true,
+        client_tracks: true,
+        ..enc(true)
+    };
+    let (out, _, s) = run_with(ResponseKind::Results, e, &[tracked_ok()]);
+    assert_eq!(s.summary.gtid.as_deref(), Some(b"0-1-42".as_slice()));
+    let text = String::from_utf8_lossy(&out[0]).into_owned();
+    assert!(
+        text.contains("autocommit") && !text.contains("last_gtid"),
+        "{text}"
+    );
+    let flags = parse_ok(&out[0]).unwrap().flags();
+    assert!(flags.contains(StatusFlags::SERVER_SESSION_STATE_CHANGED));
+    let wanting = Encoding {
+        client_wants_gtid: true,
+        ..e
+    };
+    let (out, _, _) = run_with(ResponseKind::Results, wanting, &[tracked_ok()]);
+    assert_eq!(out[0], tracked_ok(), "asked for: relayed as it is");
 }

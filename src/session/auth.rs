@@ -8,15 +8,17 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::{Session, SessionEnd, Shared};
 use crate::backend::state::{Charset, ConnState};
 use crate::error::ClientError;
+use crate::protocol::handshake::ServerProfile;
 use crate::protocol::handshake::{self, ClientHello};
 use crate::protocol::messages::ok_payload;
 use crate::protocol::packet::PacketStream;
-use crate::protocol::{auth, client_capabilities, CapabilityFlags, ProtoError, StatusFlags};
+use crate::protocol::{auth, CapabilityFlags, ConnClass, ProtoError, StatusFlags};
 
 /// A client that passed authentication.
 pub struct Authenticated {
     pub user: String,
     pub caps: CapabilityFlags,
+    pub class: ConnClass,
     pub scramble: [u8; 20],
     pub want: ConnState,
 }
@@ -34,14 +36,10 @@ pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     io: &mut PacketStream<S>,
     shared: &Shared,
     id: u32,
+    host: &str,
 ) -> Result<Authenticated, HandshakeError> {
     let scramble = auth::new_scramble();
-    let greeting = handshake::greeting(
-        id,
-        &scramble,
-        &shared.server_version,
-        crate::protocol::UTF8MB4_GENERAL_CI,
-    );
+    let greeting = handshake::greeting(id, &scramble, &shared.profile);
     io.send(0, &greeting).await?;
     let p = io.read_packet().await?;
     let seq = p.seq.wrapping_add(1);
@@ -52,8 +50,9 @@ pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
         Ok(h) => h,
         Err(_) => return refuse(io, seq, ClientError::BadHandshake).await,
     };
-    let seq = verify_hello(io, shared, &hello, &scramble, seq).await?;
-    let caps = hello.capabilities & client_capabilities();
+    let seq = verify_hello(io, shared, &hello, &scramble, seq, host).await?;
+    let caps = hello.capabilities & shared.profile.offered();
+    let ext = hello.mariadb_ext & shared.profile.offered_ext();
     if let Some(db) = &hello.database {
         if let Err(e) = check_schema(shared, &hello.user, db).await {
             return refuse(io, seq, e).await;
@@ -65,14 +64,27 @@ pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     Ok(Authenticated {
         user: hello.user,
         caps,
+        class: ConnClass::of(caps, ext),
         scramble,
         want: ConnState {
             schema: hello.database,
-            charset: Charset::Collation(hello.collation),
+            charset: handshake_charset(&shared.profile, hello.collation),
             multi_statements: Some(caps.contains(CapabilityFlags::CLIENT_MULTI_STATEMENTS)),
             ..ConnState::default()
         },
     })
+}
+
+/// The character set a handshake's collation id gives: the server's names for it, or the
+/// server's defaults when it does not know the id (what a server does at a handshake).
+pub(super) fn handshake_charset(profile: &ServerProfile, id: u8) -> Charset {
+    match profile.names_for(id) {
+        Some((charset, collation)) => Charset::Names {
+            charset,
+            collation: Some(collation),
+        },
+        None => Charset::ServerDefault,
+    }
 }
 
 /// Checks the password (switching the client to mysql_native_password when it chose a
@@ -83,6 +95,7 @@ async fn verify_hello<S: AsyncRead + AsyncWrite + Unpin>(
     hello: &ClientHello,
     scramble: &[u8; 20],
     mut seq: u8,
+    host: &str,
 ) -> Result<u8, HandshakeError> {
     let mut plugin = hello.plugin.as_deref().unwrap_or(auth::NATIVE);
     let mut response = hello.auth_response.clone();
@@ -104,6 +117,7 @@ async fn verify_hello<S: AsyncRead + AsyncWrite + Unpin>(
         let using = if response.is_empty() { "NO" } else { "YES" };
         let e = ClientError::AccessDenied {
             user: hello.user.clone(),
+            host: host.to_string(),
             using,
         };
         return refuse(io, seq, e).await;
@@ -127,7 +141,7 @@ async fn check_schema(shared: &Shared, user: &str, db: &str) -> Result<(), Clien
     };
     let Ok(mut lease) = node
         .pools
-        .lease(user, false, shared.limits.lease_timeout)
+        .lease(user, ConnClass::modern(), shared.limits.lease_timeout)
         .await
     else {
         return Ok(());
@@ -164,12 +178,12 @@ async fn refuse<S: AsyncRead + AsyncWrite + Unpin, T>(
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// COM_CHANGE_USER: re-authenticates here (Dolt lacks the command), then starts the
-    /// session afresh as the new user. A failed attempt closes the connection.
+    /// session afresh as the new user. A failed attempt answers 1045 and keeps the connection.
     pub(super) async fn change_user(&mut self, p: &[u8]) -> Result<(), SessionEnd> {
         let cu = match handshake::parse_change_user(p, self.caps) {
             Ok(c) => c,
             Err(_) => {
-                self.send_err(1, &ClientError::Malformed("COM_CHANGE_USER"))
+                self.send_err(self.reply_seq, &ClientError::Malformed("COM_CHANGE_USER"))
                     .await?;
                 return Err(SessionEnd::Closed("bad COM_CHANGE_USER".into()));
             }
@@ -197,15 +211,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             } else {
                 "YES"
             };
-            self.send_err(
-                1,
-                &ClientError::AccessDenied {
-                    user: cu.user,
-                    using,
-                },
-            )
-            .await?;
-            return Err(SessionEnd::Closed("COM_CHANGE_USER denied".into()));
+            let e = ClientError::AccessDenied {
+                user: cu.user,
+                host: self.host.clone(),
+                using,
+            };
+            // as MariaDB: the session is reset (variables, temp tables, transaction), the
+            // previous user, schema and character set stay, the connection stays open
+            let (user, schema) = (self.user.clone(), self.want.schema.clone());
+            self.start_over(&user, schema, None);
+            return self.send_err(self.reply_seq, &e).await;
         }
         self.start_over(&cu.user, cu.database, cu.collation);
         let mut seq = 1;
@@ -235,7 +250,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             .unwrap_or_default();
         *self.handle.user.lock() = user.to_string();
         let charset = match collation {
-            Some(c) => Charset::Collation(c),
+            Some(c) => handshake_charset(&self.shared.profile, c),
             None => self.want.charset.clone(),
         };
         self.want = ConnState {

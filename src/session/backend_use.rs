@@ -14,7 +14,7 @@ use crate::backend::BackendError;
 use crate::config::RoutePolicy;
 use crate::error::ClientError;
 use crate::pool::{Lease, PoolError};
-use crate::protocol::scan::{ResponseKind, Scanner, Summary};
+use crate::protocol::scan::{Encoding, ResponseKind, Scanner, Summary};
 use crate::protocol::{ProtoError, StatusFlags};
 use crate::router::{self, Target};
 
@@ -61,12 +61,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         if !entry.healthy || (target == Target::Primary && !primary) {
             return None;
         }
-        let mut lease = entry.node.pools.take_idle(
-            &self.user,
-            self.found_rows(),
-            last.thread_id,
-            last.leases,
-        )?;
+        let mut lease =
+            entry
+                .node
+                .pools
+                .take_idle(&self.user, self.class, last.thread_id, last.leases)?;
         lease.conn().sync(&self.want).await.ok()?;
         let standby = entry.role != Some(crate::config::Role::Primary);
         Some(InUse {
@@ -104,7 +103,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                         from_held: false,
                     });
                 }
-                Err(e @ ClientError::Server { .. }) => return Err(e),
+                Err(e @ ClientError::Server(_)) => return Err(e),
                 Err(e) if standby => {
                     exclude = Some(node.id);
                     last_err = Some(e);
@@ -222,7 +221,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let no_schema = self.want.schema.is_none();
         match node
             .pools
-            .lease_where(&self.user, self.found_rows(), timeout, &|c| {
+            .lease_where(&self.user, self.class, timeout, &|c| {
                 // a schema cannot be unset: a client without one needs a connection without one
                 !no_schema || c.state.schema.is_none()
             })
@@ -254,14 +253,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         kind: ResponseKind,
         digest: Option<&mut DefaultHasher>,
     ) -> Forwarded {
-        let classic = self.classic_client();
+        let enc = self.encoding(u.lease.conn_ref().tracks);
+        let seq = self.reply_seq;
         let conn = u.lease.conn();
         let running = Running {
             node: u.node,
             thread_id: conn.thread_id,
         };
         *self.handle.running.lock() = Some(running);
-        let (result, out_seq) = relay_on(conn, &mut self.io, payload, kind, classic, digest).await;
+        let (result, out_seq) =
+            relay_on(conn, &mut self.io, payload, (kind, enc, seq), digest).await;
         *self.handle.running.lock() = None;
         Forwarded { result, out_seq }
     }
@@ -354,19 +355,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     }
 
     /// KILL QUERY on a backend thread, over a pooled connection of `user`.
-    /// The client asked for CLIENT_FOUND_ROWS: its statements need connections opened so.
-    pub(super) fn found_rows(&self) -> bool {
-        self.caps
-            .contains(crate::protocol::CapabilityFlags::CLIENT_FOUND_ROWS)
-    }
-
     pub(super) fn spawn_kill_query(&self, node: usize, thread_id: u32, user: String) {
         let Some(entry) = self.shared.topology.snapshot().node(node).cloned() else {
             return;
         };
         let timeout = self.shared.limits.lease_timeout;
+        let class = self.class;
         tokio::spawn(async move {
-            let Ok(mut lease) = entry.node.pools.lease(&user, false, timeout).await else {
+            let Ok(mut lease) = entry.node.pools.lease(&user, class, timeout).await else {
                 return;
             };
             let r = lease
@@ -397,8 +393,7 @@ pub(super) async fn relay_on<C: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut crate::backend::BackendConn,
     client: &mut crate::protocol::packet::PacketStream<C>,
     payload: &[u8],
-    kind: ResponseKind,
-    classic: bool,
+    (kind, enc, reply_seq): (ResponseKind, Encoding, u8),
     digest: Option<&mut DefaultHasher>,
 ) -> (Result<Summary, RelayError>, u8) {
     conn.queue_command(payload);
@@ -409,18 +404,18 @@ pub(super) async fn relay_on<C: AsyncRead + AsyncWrite + Unpin>(
                 client_touched: false,
                 mid_packet: false,
             }),
-            1,
+            reply_seq,
         );
     }
     let mut relay = Relay {
         backend: &mut conn.io,
         client,
-        out_seq: 1,
+        out_seq: reply_seq,
         touched: false,
         backend_seq: 0,
         digest,
     };
-    let mut scanner = Scanner::new(kind, classic);
+    let mut scanner = Scanner::new(kind, enc);
     let result = relay.run(&mut scanner).await;
     (result, relay.out_seq)
 }

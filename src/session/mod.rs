@@ -23,7 +23,8 @@ use crate::error::ClientError;
 use crate::pool::Lease;
 use crate::protocol::messages::ok_payload;
 use crate::protocol::packet::PacketStream;
-use crate::protocol::{command as cmd, CapabilityFlags, ProtoError, StatusFlags};
+use crate::protocol::scan::Encoding;
+use crate::protocol::{command as cmd, CapabilityFlags, ConnClass, ProtoError, StatusFlags};
 use crate::topology::Topology;
 pub use pins::{Pin, Pins};
 use prepared::ClientStmt;
@@ -56,7 +57,8 @@ pub struct Shared {
     pub users: HashMap<String, UserInfo>,
     pub registry: Registry,
     pub stats: Stats,
-    pub server_version: String,
+    /// What the backends' greeting says, presented to clients.
+    pub profile: crate::protocol::handshake::ServerProfile,
     pub limits: SessionLimits,
     /// True once a graceful shutdown started.
     pub draining: tokio::sync::watch::Sender<bool>,
@@ -75,8 +77,15 @@ pub struct Session<S> {
     shared: Arc<Shared>,
     handle: Arc<Handle>,
     user: String,
+    /// The client's address.
+    host: String,
     policy: RoutePolicy,
     caps: CapabilityFlags,
+    /// The backend connection class this client's capabilities ask for.
+    class: ConnClass,
+    /// Sequence id of the reply to the current command (a command of 16 MiB or more
+    /// takes several packets).
+    reply_seq: u8,
     scramble: [u8; 20],
     /// The backend state this session expects (schema, charset, variables).
     want: ConnState,
@@ -123,13 +132,18 @@ pub enum SessionEnd {
 }
 
 /// Serves one accepted client connection to its end.
-pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send>(stream: S, shared: Arc<Shared>) {
+/// `host`: the client's address, as servers name it in their messages.
+pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send>(
+    stream: S,
+    shared: Arc<Shared>,
+    host: String,
+) {
     let id = shared.registry.next_id();
     let mut io = PacketStream::new(stream, shared.limits.max_packet);
     io.exact = true;
     let hs = tokio::time::timeout(
         shared.limits.handshake_timeout,
-        auth::handshake(&mut io, &shared, id),
+        auth::handshake(&mut io, &shared, id, &host),
     )
     .await;
     let ok = match hs {
@@ -140,6 +154,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send>(stream: S, shared: 
     io.exact = false;
     let handle = shared.registry.insert(id, &ok.user);
     let mut s = Session::new(io, shared.clone(), handle, ok);
+    s.host = host;
     let end = s.run().await;
     tracing::debug!(conn = id, reason = %end, "session ended");
     shared.registry.remove(id);
@@ -162,8 +177,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             shared,
             handle,
             user: ok.user,
+            host: String::new(),
             policy,
             caps: ok.caps,
+            class: ok.class,
+            reply_seq: 1,
             scramble: ok.scramble,
             want: ok.want,
             status: StatusFlags::SERVER_STATUS_AUTOCOMMIT.bits(),
@@ -220,9 +238,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         };
         match packet {
             Ok(p) if p.payload.is_empty() => Err(SessionEnd::Closed("empty packet".into())),
-            Ok(p) => Ok(p.payload),
+            Ok(p) => {
+                self.reply_seq = p.seq.wrapping_add(1);
+                Ok(p.payload)
+            }
             Err(ProtoError::TooLarge(..)) => {
-                let _ = self.send_err(1, &ClientError::PacketTooLarge).await;
+                let _ = self
+                    .send_err(self.reply_seq, &ClientError::PacketTooLarge)
+                    .await;
                 Err(SessionEnd::Closed("packet too large".into()))
             }
             Err(e) => Err(SessionEnd::Client(e)),
@@ -250,7 +273,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             other => {
                 let e =
                     ClientError::UnknownCommand(format!("0x{other:02x} ({})", cmd::name(other)));
-                self.send_err(1, &e).await
+                self.send_err(self.reply_seq, &e).await
             }
         }
     }
@@ -273,9 +296,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         !self.caps.contains(CapabilityFlags::CLIENT_DEPRECATE_EOF)
     }
 
+    /// How replies are encoded between this client and a backend connection.
+    fn encoding(&self, backend_tracks: bool) -> Encoding {
+        let tracked = self
+            .want
+            .vars
+            .get("session_track_system_variables")
+            .is_some_and(|v| v.to_ascii_lowercase().contains("last_gtid"));
+        Encoding {
+            deprecate_eof: !self.classic_client(),
+            backend_tracks,
+            client_tracks: self.caps.contains(CapabilityFlags::CLIENT_SESSION_TRACK),
+            client_wants_gtid: tracked,
+        }
+    }
+
     async fn send_ok(&mut self) -> Result<(), SessionEnd> {
         let ok = ok_payload(self.flags());
-        self.io.send(1, &ok).await?;
+        self.io.send(self.reply_seq, &ok).await?;
         Ok(())
     }
 

@@ -34,6 +34,8 @@ const MAX_COOLDOWN: u32 = 1024;
 pub struct Entry {
     cmd: OwnedCmd,
     digest: u64,
+    /// Sequence id of the reply (part of the digested bytes).
+    seq: u8,
 }
 
 #[derive(Default)]
@@ -246,7 +248,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 role: "reachable",
                 detail: String::new(),
             };
-            self.send_err(1, &e).await?;
+            self.send_err(self.reply_seq, &e).await?;
             return Ok(true);
         };
         if read && u.standby {
@@ -314,12 +316,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     .optimistic_failed
                     .fetch_add(1, Ordering::Relaxed);
                 self.status &= !StatusFlags::SERVER_STATUS_IN_TRANS.bits();
-                let e = ClientError::Server {
-                    code: 1213,
-                    state: *b"40001",
-                    message: "Deadlock found when trying to get lock; try restarting transaction (switchyard: the transaction's reads changed when it moved to the primary)".into(),
-                };
-                self.send_err(1, &e).await?;
+                self.send_err(self.reply_seq, &ClientError::OptimisticConflict)
+                    .await?;
                 Ok(true)
             }
         }
@@ -329,8 +327,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     async fn replay(&mut self, begin: &[u8], log: &[Entry]) -> Option<InUse> {
         let mut u = self.open_on(Target::Primary, begin).await?;
         let mut sink = PacketStream::new(Discard, self.shared.limits.max_packet);
-        let classic = self.classic_client();
         for e in log {
+            let enc = self.encoding(u.lease.conn_ref().tracks);
             let cmd = e.cmd.as_cmd();
             let wire = self.wire_payload(&mut u, &cmd).await.ok()?.into_owned();
             let mut h = DefaultHasher::new();
@@ -338,8 +336,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 u.lease.conn(),
                 &mut sink,
                 &wire,
-                ResponseKind::Results,
-                classic,
+                (ResponseKind::Results, enc, e.seq),
                 Some(&mut h),
             )
             .await;
@@ -390,6 +387,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 exec: cmd.exec,
             },
             digest: h.finish(),
+            seq: self.reply_seq,
         });
     }
 }

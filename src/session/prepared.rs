@@ -16,7 +16,6 @@ use crate::backend::stmt_cache::{BackendStmt, StmtKey};
 use crate::backend::{BackendConn, BackendError};
 use crate::error::ClientError;
 use crate::protocol::command as cmd;
-use crate::protocol::messages::eof_payload;
 use crate::protocol::scan::ResponseKind;
 use crate::router::{self, Statement, Target};
 
@@ -39,19 +38,15 @@ struct Prepared {
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     pub(super) async fn stmt_prepare(&mut self, p: &[u8]) -> Result<(), SessionEnd> {
         if self.stmts.len() >= self.shared.limits.max_statements {
-            let e = ClientError::Server {
-                code: 1461,
-                state: *b"42000",
-                message: "Can't create more than max_prepared_stmt_count statements".into(),
-            };
-            return self.send_err(1, &e).await;
+            let e = ClientError::TooManyStatements(self.shared.limits.max_statements);
+            return self.send_err(self.reply_seq, &e).await;
         }
         let sql: Arc<[u8]> = Arc::from(&p[1..]);
         let class = router::classify(&sql);
         let target = self.route(&class);
         let mut u = match self.acquire(target, None).await {
             Ok(u) => u,
-            Err(e) => return self.send_err(1, &e).await,
+            Err(e) => return self.send_err(self.reply_seq, &e).await,
         };
         let key = self.stmt_key(&sql);
         match prepare_on(u.lease.conn(), &key).await {
@@ -75,27 +70,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             }
             Err(BackendError::Server(e)) => {
                 self.finish(u);
-                self.send_err(1, &e.into()).await
+                self.send_err(self.reply_seq, &e.into()).await
             }
-            Err(e) => self.backend_lost(u, e.into_proto(), 1).await,
+            Err(e) => self.backend_lost(u, e.into_proto(), self.reply_seq).await,
         }
     }
 
     async fn send_prepare_ok(&mut self, id: u32, prep: Prepared) -> Result<(), SessionEnd> {
         let mut first = prep.first;
         first[1..5].copy_from_slice(&id.to_le_bytes());
-        let mut seq = self.io.queue(1, &first);
-        let classic = self.classic_client();
-        let status = self.flags().bits();
-        let (np, nc) = (
-            usize::from(prep.stmt.params),
-            usize::from(prep.stmt.columns),
-        );
-        for (i, d) in prep.defs.iter().enumerate() {
+        let mut seq = self.io.queue(self.reply_seq, &first);
+        for d in &prep.defs {
             seq = self.io.queue(seq, d);
-            if classic && (i + 1 == np || (i + 1 == np + nc && nc > 0)) {
-                seq = self.io.queue(seq, &eof_payload(0, status));
-            }
         }
         self.io.flush().await?;
         Ok(())
@@ -160,7 +146,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let id = p
             .get(1..5)
             .map_or(0, |b| u32::from_le_bytes(b.try_into().unwrap_or_default()));
-        self.send_err(1, &ClientError::UnknownStatement(id, what))
+        self.send_err(self.reply_seq, &ClientError::UnknownStatement(id, what))
             .await
     }
 
@@ -236,22 +222,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             return self.unknown_stmt(p, "mysqld_stmt_fetch").await;
         };
         if !self.pins.contains(Pin::Cursor(id)) || self.held.is_none() {
-            let e = ClientError::Server {
-                code: 1421,
-                state: *b"HY000",
-                message: "The statement has no open cursor".into(),
-            };
-            return self.send_err(1, &e).await;
+            return self
+                .send_err(self.reply_seq, &ClientError::NoCursor(id))
+                .await;
         }
         let key = self.stmt_key(&sql);
         let mut u = match self.acquire(self.route(&class), None).await {
             Ok(u) => u,
-            Err(e) => return self.send_err(1, &e).await,
+            Err(e) => return self.send_err(self.reply_seq, &e).await,
         };
         let Some(bs) = u.lease.conn().stmts.get(&key).copied() else {
             self.finish(u);
             return self
-                .send_err(1, &ClientError::UnknownStatement(id, "mysqld_stmt_fetch"))
+                .send_err(
+                    self.reply_seq,
+                    &ClientError::UnknownStatement(id, "mysqld_stmt_fetch"),
+                )
                 .await;
         };
         let mut out = p.to_vec();
@@ -265,7 +251,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             }
             Err(RelayError::Refused(e)) => {
                 self.finish(u);
-                self.send_err(1, &e.into()).await
+                self.send_err(self.reply_seq, &e.into()).await
             }
             Err(RelayError::Backend { err, .. }) => self.backend_lost(u, err, f.out_seq).await,
             Err(RelayError::Client(e)) => {
@@ -319,10 +305,17 @@ async fn prepare_on(conn: &mut BackendConn, key: &StmtKey) -> Result<Prepared, B
         params: u16::from_le_bytes([first[7], first[8]]),
         types_sent: false,
     };
-    let n = usize::from(stmt.params) + usize::from(stmt.columns);
-    let mut defs = Vec::with_capacity(n);
-    for _ in 0..n {
-        defs.push(conn.io.read_packet().await?.payload);
+    // parameter and column definitions, each group followed by an EOF on a classic
+    // connection (the client's own encoding: relayed as they are)
+    let eofs = !conn.class.deprecate_eof();
+    let mut defs = Vec::new();
+    for n in [stmt.params, stmt.columns] {
+        for _ in 0..n {
+            defs.push(conn.io.read_packet().await?.payload);
+        }
+        if eofs && n > 0 {
+            defs.push(conn.io.read_packet().await?.payload);
+        }
     }
     Ok(Prepared { first, stmt, defs })
 }

@@ -63,15 +63,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         loop {
             let mut u = match self.acquire_for(cmd, stmt, target, exclude).await {
                 Ok(u) => u,
-                Err(e) => return self.send_err(1, &e).await,
+                Err(e) => return self.send_err(self.reply_seq, &e).await,
             };
             let wire = match self.wire_payload(&mut u, cmd).await {
                 Ok(w) => w,
                 Err(BackendError::Server(e)) => {
                     self.finish(u);
-                    return self.send_err(1, &e.into()).await;
+                    return self.send_err(self.reply_seq, &e.into()).await;
                 }
-                Err(e) => return self.backend_lost(u, e.into_proto(), 1).await,
+                Err(e) => return self.backend_lost(u, e.into_proto(), self.reply_seq).await,
             };
             self.count_route(&u);
             let mut digest = self.spec_digest();
@@ -94,14 +94,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     if u.from_held && e.refusal() == Some(Refusal::Killed) =>
                 {
                     // the held connection (a transaction, a pin) is gone with its state
-                    let err = crate::protocol::ProtoError::Io(std::io::Error::other(e.message));
-                    return self.backend_lost(u, err, 1).await;
+                    let err = crate::protocol::ProtoError::Io(std::io::Error::other(e.text()));
+                    return self.backend_lost(u, err, self.reply_seq).await;
                 }
                 Err(RelayError::Refused(e)) => {
                     let retry =
                         retries < 8 && tokio::time::Instant::now() < deadline && rerunnable(cmd);
                     if !self.refused(u, &e, retry, deadline).await {
-                        return self.send_err(1, &e.into()).await;
+                        return self.send_err(self.reply_seq, &e.into()).await;
                     }
                     retries += 1;
                 }
@@ -182,7 +182,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 }
             }
             _ => {
-                topo.suspect(u.node, e.message.clone());
+                topo.suspect(u.node, e.text());
                 drop(u);
             }
         }
@@ -294,7 +294,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             self.status &= !StatusFlags::SERVER_STATUS_IN_TRANS.bits();
             return self.send_ok().await;
         }
-        self.send_err(1, &ClientError::InLostTransaction).await
+        self.send_err(self.reply_seq, &ClientError::InLostTransaction)
+            .await
     }
 }
 
@@ -343,7 +344,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let id = self.handle.id.to_string();
         let mut row = vec![id.len() as u8];
         row.extend_from_slice(id.as_bytes());
-        let mut seq = self.io.queue(1, &[1]);
+        let mut seq = self.io.queue(self.reply_seq, &[1]);
         seq = self.io.queue(seq, &def);
         if self.classic_client() {
             seq = self.io.queue(seq, &eof_payload(0, status));

@@ -46,12 +46,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         };
         let mut u = match self.acquire(self.route(&stmt), None).await {
             Ok(u) => u,
-            Err(e) => return self.send_err(1, &e).await,
+            Err(e) => return self.send_err(self.reply_seq, &e).await,
         };
         match u.lease.conn().command(p).await {
             Ok(reply) => {
                 self.finish(u);
-                self.io.send(1, &reply.payload).await?;
+                self.io.send(self.reply_seq, &reply.payload).await?;
                 Ok(())
             }
             Err(e) => {
@@ -59,7 +59,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     backend: self.node_name(u.node),
                     detail: e.to_string(),
                 };
-                self.send_err(1, &err).await
+                self.send_err(self.reply_seq, &err).await
             }
         }
     }
@@ -70,12 +70,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             Some(cmd::MYSQL_OPTION_MULTI_STATEMENTS_ON) => true,
             Some(cmd::MYSQL_OPTION_MULTI_STATEMENTS_OFF) => false,
             _ => {
-                let e = ClientError::Server {
-                    code: 1047,
-                    state: *b"08S01",
-                    message: "Unknown option to COM_SET_OPTION".into(),
-                };
-                return self.send_err(1, &e).await;
+                return self
+                    .send_err(self.reply_seq, &ClientError::UnknownOption)
+                    .await;
             }
         };
         self.caps.set(
@@ -95,7 +92,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 },
             )
         };
-        self.io.send(1, &reply).await?;
+        self.io.send(self.reply_seq, &reply).await?;
         Ok(())
     }
 
@@ -143,11 +140,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             .ok()
             .and_then(|i| self.shared.registry.get(i));
         let Some(h) = target else {
-            return self.send_err(1, &ClientError::NoSuchThread(id)).await;
+            return self
+                .send_err(self.reply_seq, &ClientError::NoSuchThread(id))
+                .await;
         };
         let owner = h.user.lock().clone();
         if owner != self.user {
-            return self.send_err(1, &ClientError::KillDenied(id)).await;
+            return self
+                .send_err(self.reply_seq, &ClientError::KillDenied(id))
+                .await;
         }
         let running = *h.running.lock();
         if let Some(r) = running {
@@ -155,12 +156,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
         if !query_only {
             if h.id == self.handle.id {
-                let e = ClientError::Server {
-                    code: 1927,
-                    state: *b"70100",
-                    message: "Connection was killed".into(),
-                };
-                self.send_err(1, &e).await?;
+                self.send_err(self.reply_seq, &ClientError::ConnectionKilled)
+                    .await?;
                 return Err(SessionEnd::Closed("killed itself".into()));
             }
             h.close.notify_one();

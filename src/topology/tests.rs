@@ -20,7 +20,7 @@ fn node(id: usize) -> Arc<Node> {
         connect_timeout: Duration::from_secs(1),
         max_packet: 1024,
         statement_cache: 1,
-        found_rows: false,
+        class: crate::protocol::ConnClass::modern(),
     };
     let pools = NodePools::new("n", "127.0.0.1:1", &[], &limits, &params);
     Arc::new(Node {

@@ -90,12 +90,19 @@ struct Conn {
     classic: bool,
 }
 
+/// What Dolt's greeting says: a MySQL 8 version, no session tracking.
+fn dolt_profile() -> switchyard::protocol::handshake::ServerProfile {
+    let mut p = switchyard::protocol::handshake::ServerProfile::fallback("8.0.33-dolt-standin");
+    p.caps -= CapabilityFlags::CLIENT_SESSION_TRACK;
+    p
+}
+
 impl Conn {
     async fn serve(mut self, s: TcpStream) {
         let mut io = PacketStream::new(s, 1 << 26);
         let scramble = auth::new_scramble();
         if io
-            .send(0, &greeting(1, &scramble, "8.0.33-dolt-standin", 45))
+            .send(0, &greeting(1, &scramble, &dolt_profile()))
             .await
             .is_err()
         {
@@ -145,13 +152,13 @@ impl Conn {
             Some(0x11) => vec![err_payload(
                 1047,
                 b"HY000",
-                "command handling not implemented yet: 17",
+                b"command handling not implemented yet: 17",
             )],
             Some(0x1b) => vec![eof_payload(0, 2).to_vec()],
             Some(c) => vec![err_payload(
                 1047,
                 b"08S01",
-                &format!("command handling not implemented yet: {c}"),
+                format!("command handling not implemented yet: {c}").as_bytes(),
             )],
         }
     }
@@ -167,7 +174,7 @@ impl Conn {
             "SELECT" => self.select(&t[6..]),
             "INSERT" | "UPDATE" | "DELETE" | "REPLACE" | "CREATE" | "DROP" | "ALTER" => {
                 if self.role.lock().0 != "primary" {
-                    return vec![err_payload(1105, b"HY000", READ_ONLY)];
+                    return vec![err_payload(1105, b"HY000", READ_ONLY.as_bytes())];
                 }
                 self.writes.fetch_add(1, Ordering::Relaxed);
                 let ok = OkInfo {
