@@ -4,7 +4,7 @@
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use switchyard::protocol::messages::{ok_payload_with, OkInfo};
 use switchyard::protocol::packet::{encode_packet, header};
-use switchyard::protocol::scan::{Body, Next, ResponseKind, Scanner};
+use switchyard::protocol::scan::{Body, Encoding, Next, ResponseKind, Scanner};
 
 /// A wire-format result set: column count, 4 column definitions, `rows` rows, final OK.
 fn result_set(rows: usize) -> Vec<u8> {
@@ -44,16 +44,20 @@ fn result_set(rows: usize) -> Vec<u8> {
 }
 
 /// Walks the packets the way the relay does: header, first byte, terminators whole.
-fn scan(wire: &[u8], classic: bool) -> usize {
-    let mut s = Scanner::new(ResponseKind::Results, classic);
+fn scan(wire: &[u8], backend_tracks: bool) -> usize {
+    let enc = Encoding {
+        deprecate_eof: true,
+        backend_tracks,
+        ..Encoding::default()
+    };
+    let mut s = Scanner::new(ResponseKind::Results, enc);
     let mut at = 0;
     let mut out = 0;
     loop {
         let (len, _) = header(&wire[at..at + 4]);
         let want = s.wants(len, wire.get(at + 4).copied());
         let st = s.step(len, &wire[at + 4..at + 4 + want]);
-        out +=
-            usize::from(st.pre_eof.is_some()) + usize::from(matches!(st.body, Body::ReplaceEof(_)));
+        out += usize::from(matches!(st.body, Body::Rewrite));
         at += 4 + len;
         if st.next == Next::Done {
             return out;
@@ -66,10 +70,10 @@ fn bench_scan(c: &mut Criterion) {
         let wire = result_set(rows);
         let mut g = c.benchmark_group(format!("scan_{rows}_rows"));
         g.throughput(Throughput::Bytes(wire.len() as u64));
-        g.bench_function("deprecate_eof_client", |b| {
+        g.bench_function("untracked_backend", |b| {
             b.iter(|| scan(black_box(&wire), false))
         });
-        g.bench_function("classic_client", |b| {
+        g.bench_function("tracking_backend", |b| {
             b.iter(|| scan(black_box(&wire), true))
         });
         g.finish();
