@@ -106,6 +106,8 @@ async fn status(State(s): State<Arc<Shared>>) -> Json<Value> {
         "reroutes": st.reroutes.load(Ordering::Relaxed),
         "optimistic_moved": st.optimistic_moved.load(Ordering::Relaxed),
         "optimistic_failed": st.optimistic_failed.load(Ordering::Relaxed),
+        "causal_waits": st.causal_waits.load(Ordering::Relaxed),
+        "causal_fallbacks": st.causal_fallbacks.load(Ordering::Relaxed),
         "auth_failures": st.auth_failures.load(Ordering::Relaxed),
         "rejected_connections": st.rejected_connections.load(Ordering::Relaxed),
     }))

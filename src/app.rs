@@ -252,7 +252,13 @@ fn session_limits(cfg: &Config) -> SessionLimits {
         handshake_timeout: Duration::from_millis(cfg.server.handshake_timeout_ms),
         lease_timeout: Duration::from_millis(cfg.pool.lease_timeout_ms),
         max_packet: cfg.server.max_packet_bytes,
-        read_your_writes: Duration::from_millis(cfg.routing.read_your_writes_ms),
+        read_your_writes: match cfg.routing.read_your_writes {
+            crate::config::ReadYourWrites::Session => {
+                Some(Duration::from_millis(cfg.routing.read_your_writes_ms))
+            }
+            crate::config::ReadYourWrites::None => None,
+        },
+        causal_timeout: Duration::from_millis(cfg.routing.causal_timeout_ms),
         idle_timeout: (cfg.server.client_idle_timeout_s > 0)
             .then(|| Duration::from_secs(cfg.server.client_idle_timeout_s)),
         max_statements: 16_382,

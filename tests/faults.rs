@@ -12,7 +12,16 @@ use switchyard::config::Role;
 
 /// A proxy whose backends are `primary` and `standby` addresses (host:port).
 async fn proxy_with(primary: String, standby: Option<String>) -> switchyard::app::Running {
+    proxy_with_optimistic(primary, standby, false).await
+}
+
+async fn proxy_with_optimistic(
+    primary: String,
+    standby: Option<String>,
+    optimistic: bool,
+) -> switchyard::app::Running {
     let cfg = config(|c| {
+        c.routing.optimistic_transactions = optimistic;
         c.backends.truncate(2);
         let (h, p) = primary.split_once(':').unwrap();
         c.backends[0].host = h.into();
@@ -263,7 +272,12 @@ async fn replica_sql_thread(host: &str, run: bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_optimistic_transaction_whose_reads_changed_fails_with_a_retryable_deadlock() {
-    let p = proxy_with("127.0.0.11:3306".into(), Some("127.0.0.12:3306".into())).await;
+    let p = proxy_with_optimistic(
+        "127.0.0.11:3306".into(),
+        Some("127.0.0.12:3306".into()),
+        true,
+    )
+    .await;
     let mut c = connect(&p, "strict").await;
     let t = table("stale");
     c.query_drop(format!("CREATE TABLE {t} (id INT PRIMARY KEY, v INT)"))

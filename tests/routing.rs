@@ -267,7 +267,8 @@ async fn session_variables_follow_the_session_across_connections() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_only_transactions_run_on_standbys_and_move_when_they_write() {
-    let p = start_default().await;
+    // optimistic transactions are opt-in
+    let p = start(config(|c| c.routing.optimistic_transactions = true)).await;
     let stats = &p.shared.stats;
     let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
     let mut c = connect(&p, "strict").await;

@@ -141,7 +141,7 @@ impl BackendConn {
         io.send(greeting.seq.wrapping_add(1), &buf).await?;
         finish_auth(&mut io, p, plugin).await?;
         let now = Instant::now();
-        Ok(BackendConn {
+        let mut conn = BackendConn {
             io,
             thread_id: hs.connection_id(),
             tracks: caps.contains(CapabilityFlags::CLIENT_SESSION_TRACK),
@@ -157,7 +157,47 @@ impl BackendConn {
             created: now,
             idle_since: now,
             leases: 0,
-        })
+        };
+        conn.track_gtids().await?;
+        Ok(conn)
+    }
+
+    /// Asks the server to report the session's last GTID in OK packets (read-your-writes):
+    /// MariaDB's `last_gtid` system-variable tracker, MySQL's own-GTID tracker. A server
+    /// without them (Dolt) tracks nothing.
+    async fn track_gtids(&mut self) -> Result<(), BackendError> {
+        if !self.tracks {
+            return Ok(());
+        }
+        let sql = if self.profile.mariadb {
+            "SET SESSION session_track_system_variables = CONCAT(@@session_track_system_variables, ',last_gtid')"
+        } else {
+            "SET SESSION session_track_gtids = OWN_GTID"
+        };
+        match self.query_ok(sql).await {
+            Err(BackendError::Server(e)) => {
+                tracing::debug!(error = %e.text(), "the server does not track GTIDs");
+                Ok(())
+            }
+            other => other.map(|_| ()),
+        }
+    }
+
+    /// Waits (up to `timeout`) until this server has applied `gtid`; false on timeout.
+    pub async fn wait_gtid(
+        &mut self,
+        gtid: &[u8],
+        timeout: Duration,
+    ) -> Result<bool, BackendError> {
+        let gtid = String::from_utf8_lossy(gtid).replace('\'', "");
+        let secs = timeout.as_secs_f64();
+        let sql = if self.profile.mariadb {
+            format!("SELECT MASTER_GTID_WAIT('{gtid}', {secs})")
+        } else {
+            format!("SELECT WAIT_FOR_EXECUTED_GTID_SET('{gtid}', {secs})")
+        };
+        let rows = self.query_rows(&sql).await?;
+        Ok(matches!(rows.first().and_then(|r| r.first()), Some(Some(v)) if v.as_slice() == b"0"))
     }
 
     /// Sends a command (sequence 0) and reads one reply packet.
@@ -298,7 +338,7 @@ impl BackendConn {
         self.state.transaction = None;
         self.state.charset = Charset::Unknown;
         self.stmts.clear_without_close();
-        Ok(())
+        self.track_gtids().await
     }
 
     /// False when the server closed the socket or sent something unasked while idle.

@@ -6,13 +6,14 @@ use std::num::NonZeroUsize;
 use lru::LruCache;
 
 /// A statement prepared on one backend connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackendStmt {
     pub id: u32,
     pub params: u16,
     pub columns: u16,
-    /// Parameter types were sent on this connection (later executes may omit them).
-    pub types_sent: bool,
+    /// The parameter types the server last received for this statement: an EXECUTE
+    /// without types is decoded with these, whichever session sent them.
+    pub types: Option<std::sync::Arc<[u8]>>,
 }
 
 #[derive(Hash, PartialEq, Eq, Clone, Debug)]
@@ -39,8 +40,9 @@ impl StmtCache {
     }
 
     pub fn insert(&mut self, key: StmtKey, stmt: BackendStmt) {
+        let id = stmt.id;
         if let Some((_, old)) = self.map.push(key, stmt) {
-            if old.id != stmt.id {
+            if old.id != id {
                 self.evicted.push(old.id);
             }
         }
@@ -88,7 +90,7 @@ mod tests {
             id,
             params: 0,
             columns: 0,
-            types_sent: false,
+            types: None,
         };
         c.insert(key("a"), st(1));
         c.insert(key("b"), st(2));

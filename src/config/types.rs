@@ -98,10 +98,28 @@ pub enum RoutePolicy {
     Primary,
 }
 
+/// Read-your-writes mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadYourWrites {
+    /// A session's reads see its own writes: a standby waits for the session's last GTID
+    /// (MariaDB `MASTER_GTID_WAIT`, MySQL `WAIT_FOR_EXECUTED_GTID_SET`), else the primary.
+    #[default]
+    Session,
+    /// Reads go to standbys whatever the session wrote.
+    None,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RoutingConfig {
-    /// After a session writes, its reads stay on the primary this long (0: off).
+    /// Whether a session's reads see its own writes: `session` (the default) or `none`.
+    pub read_your_writes: ReadYourWrites,
+    /// In `session` mode, how long a standby may wait to apply a session's last write
+    /// (its GTID) before the read goes to the primary instead.
+    pub causal_timeout_ms: u64,
+    /// In `session` mode, for backends that report no GTIDs (Dolt): after a session
+    /// writes, its reads stay on the primary this long.
     pub read_your_writes_ms: u64,
     /// A plain BEGIN opens where its first statement belongs: read-only transactions run
     /// on standbys (see README, "Optimistic transactions").
@@ -111,8 +129,10 @@ pub struct RoutingConfig {
 impl Default for RoutingConfig {
     fn default() -> Self {
         RoutingConfig {
-            read_your_writes_ms: 0,
-            optimistic_transactions: true,
+            read_your_writes: ReadYourWrites::Session,
+            causal_timeout_ms: 500,
+            read_your_writes_ms: 1000,
+            optimistic_transactions: false,
         }
     }
 }

@@ -52,7 +52,14 @@ pub(crate) fn suspicious(sql: &[u8], from: usize, scan: Scan) -> bool {
         }
         if b == b'@' {
             if sql.get(i + 1) == Some(&b'@') && sql.get(i + 2).is_some_and(|&c| is_ident(c)) {
+                let start = i;
                 i += 2;
+                while i < sql.len() && (is_ident(sql[i]) || sql[i] == b'.') {
+                    i += 1;
+                }
+                if super::walk::is_diagnostic_var(&sql[start..i]) {
+                    return true;
+                }
                 continue;
             }
             return true;

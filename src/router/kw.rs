@@ -2,7 +2,7 @@
 
 use super::fast::{self, Scan};
 use super::lex::{exec_prefix_len, is_space, tokens, unquote, Lexer, Tk, Token};
-use super::{set, walk, Classified, Kill, PinReason, SessionChange, Target};
+use super::{set, walk, Classified, Kill, NameOp, PinReason, SessionChange, Target};
 
 /// Classifies the single statement that starts at `off` (after leading comments).
 pub(crate) fn classify_one(sql: &[u8], off: usize) -> Classified {
@@ -32,9 +32,11 @@ pub(crate) fn classify_one(sql: &[u8], off: usize) -> Classified {
             c.st.unpins.push(PinReason::LockTables);
             c
         }
-        b"HANDLER" => Classified::primary(false).pin(PinReason::Handler),
-        b"PREPARE" => Classified::primary(false).pin(PinReason::TextPrepare),
+        b"HANDLER" => handler(sql, after),
+        b"PREPARE" => prepare(sql, after),
+        b"DEALLOCATE" => deallocate(sql, after),
         b"CREATE" => create(sql, after),
+        b"DROP" => drop(sql, after),
         b"FLUSH" => flush(sql, after),
         b"KILL" => kill(sql, after),
         b"GET" => diagnostics(sql, after),
@@ -176,7 +178,13 @@ fn transaction(sql: &[u8], after: usize, kw: &[u8]) -> Classified {
             c.st.begins_transaction =
                 toks.first().is_none_or(|t| t.is_punct(b';')) || w(0) == b"WORK"
         }
-        b"START" => c.st.begins_transaction = w(0) == b"TRANSACTION",
+        b"START" => {
+            c.st.begins_transaction = w(0) == b"TRANSACTION";
+            c.st.read_only_transaction = c.st.begins_transaction
+                && toks
+                    .windows(2)
+                    .any(|p| p[0].is_kw(sql, "READ") && p[1].is_kw(sql, "ONLY"));
+        }
         b"COMMIT" | b"ROLLBACK" => {
             c.st.begins_transaction = toks
                 .windows(2)
@@ -195,20 +203,120 @@ fn transaction(sql: &[u8], after: usize, kw: &[u8]) -> Classified {
     c
 }
 
-/// CREATE [OR REPLACE] TEMPORARY TABLE pins the session.
+/// CREATE [OR REPLACE] TEMPORARY TABLE [IF NOT EXISTS] name pins the session.
 fn create(sql: &[u8], after: usize) -> Classified {
-    let mut lx = Lexer::new(sql, after);
-    let mut w = word(sql, lx.next());
-    if w == b"OR" {
-        lx.next();
-        w = word(sql, lx.next());
+    let (toks, _) = tokens(sql, after);
+    let mut i = 0;
+    if toks.first().is_some_and(|t| t.is_kw(sql, "OR")) {
+        i = 2;
     }
     let c = Classified::primary(false);
-    if w == b"TEMPORARY" {
-        c.pin(PinReason::TempTable)
-    } else {
-        c
+    if !toks.get(i).is_some_and(|t| t.is_kw(sql, "TEMPORARY")) {
+        return c;
     }
+    i += 2; // TEMPORARY TABLE
+    if toks.get(i).is_some_and(|t| t.is_kw(sql, "IF")) {
+        i += 3; // IF NOT EXISTS
+    }
+    let name = object_name(sql, &toks, i).map(|(n, _)| n);
+    let mut c = c.pin(PinReason::TempTable);
+    c.st.names.push(NameOp::Open(PinReason::TempTable, name));
+    c
+}
+
+/// `DROP [TEMPORARY] TABLE [IF EXISTS] a, b` (a temporary table goes first, whichever
+/// form), `DROP PREPARE s`.
+fn drop(sql: &[u8], after: usize) -> Classified {
+    let (toks, _) = tokens(sql, after);
+    let mut c = Classified::primary(false);
+    let kw = |i: usize, k: &str| toks.get(i).is_some_and(|t| t.is_kw(sql, k));
+    if kw(0, "PREPARE") {
+        let name = object_name(sql, &toks, 1).map(|(n, _)| n);
+        c.st.names.push(NameOp::Close(PinReason::TextPrepare, name));
+        return c;
+    }
+    let mut i = usize::from(kw(0, "TEMPORARY"));
+    if !kw(i, "TABLE") && !kw(i, "TABLES") {
+        return c;
+    }
+    i += 1;
+    if kw(i, "IF") && kw(i + 1, "EXISTS") {
+        i += 2;
+    }
+    while let Some((name, next)) = object_name(sql, &toks, i) {
+        c.st.names
+            .push(NameOp::Close(PinReason::TempTable, Some(name)));
+        if !toks.get(next).is_some_and(|t| t.is_punct(b',')) {
+            break;
+        }
+        i = next + 1;
+    }
+    c
+}
+
+/// `PREPARE name FROM ...` pins the session while the statement exists.
+fn prepare(sql: &[u8], after: usize) -> Classified {
+    let (toks, _) = tokens(sql, after);
+    let name = object_name(sql, &toks, 0).map(|(n, _)| n);
+    let mut c = Classified::primary(false).pin(PinReason::TextPrepare);
+    c.st.names.push(NameOp::Open(PinReason::TextPrepare, name));
+    c
+}
+
+/// `DEALLOCATE PREPARE name`.
+fn deallocate(sql: &[u8], after: usize) -> Classified {
+    let (toks, _) = tokens(sql, after);
+    let mut c = Classified::primary(false);
+    if toks.first().is_some_and(|t| t.is_kw(sql, "PREPARE")) {
+        let name = object_name(sql, &toks, 1).map(|(n, _)| n);
+        c.st.names.push(NameOp::Close(PinReason::TextPrepare, name));
+    }
+    c
+}
+
+/// `HANDLER t OPEN [AS a]` pins the session until `HANDLER a CLOSE`.
+fn handler(sql: &[u8], after: usize) -> Classified {
+    let (toks, _) = tokens(sql, after);
+    let mut c = Classified::primary(false).pin(PinReason::Handler);
+    let Some((table, next)) = object_name(sql, &toks, 0) else {
+        return c;
+    };
+    let kw = |i: usize, k: &str| toks.get(i).is_some_and(|t| t.is_kw(sql, k));
+    if kw(next, "OPEN") {
+        let alias = match (kw(next + 1, "AS"), object_name(sql, &toks, next + 2)) {
+            (true, Some((a, _))) => a,
+            _ => match object_name(sql, &toks, next + 1) {
+                Some((a, _)) => a,
+                None => table,
+            },
+        };
+        c.st.names
+            .push(NameOp::Open(PinReason::Handler, Some(alias)));
+    } else if kw(next, "CLOSE") {
+        c.st.names
+            .push(NameOp::Close(PinReason::Handler, Some(table)));
+    }
+    c
+}
+
+/// A possibly qualified object name at `i` (`t`, `` `db`.`t` ``), lower-cased, and the index
+/// after it.
+fn object_name(sql: &[u8], toks: &[Token], mut i: usize) -> Option<(String, usize)> {
+    let mut name = Vec::new();
+    loop {
+        let t = toks.get(i)?;
+        if !matches!(t.kind, Tk::Word | Tk::QIdent) {
+            return None;
+        }
+        name.extend_from_slice(&unquote(t, sql));
+        i += 1;
+        if !toks.get(i).is_some_and(|t| t.is_punct(b'.')) {
+            break;
+        }
+        name.push(b'.');
+        i += 1;
+    }
+    Some((String::from_utf8_lossy(&name).to_lowercase(), i))
 }
 
 /// FLUSH TABLES ... WITH READ LOCK / FOR EXPORT holds locks until UNLOCK TABLES.
@@ -265,10 +373,7 @@ fn write(sql: &[u8], after: usize, load: bool) -> Classified {
         return c;
     }
     let (toks, _) = tokens(sql, after);
-    let f = walk::facts(sql, &toks);
-    c.st.same_connection = f.same_connection;
-    c.st.pins = f.pins;
-    c.st.unpins = f.unpins;
+    walk::facts(sql, &toks).onto(&mut c);
     if load && toks.iter().any(|t| t.kind == Tk::UserVar) {
         // LOAD DATA ... (col, @v) SET c = @v assigns user variables.
         c.st.pins.push(PinReason::UserVariable);

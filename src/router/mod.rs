@@ -90,12 +90,26 @@ pub enum SessionChange {
     /// A known session variable set to a literal: `name` lower-cased without scope, `value` the
     /// SQL text to replay as `SET SESSION name = value` (`'ANSI'`, `0`, `DEFAULT`).
     SetVar { name: String, value: String },
+    /// A known session variable set to an expression (`CONCAT(@@sql_mode, ',X')`): the
+    /// value is read back from the server after the statement and tracked as a literal.
+    SetVarExpr { name: String },
     /// `SET SESSION TRANSACTION ...`, to replay as `SET SESSION TRANSACTION ISOLATION LEVEL
     /// {isolation}, READ ONLY|READ WRITE`. `isolation` is SQL text, e.g. `READ COMMITTED`.
     SetTransaction {
         isolation: Option<String>,
         read_only: Option<bool>,
     },
+}
+
+/// A named thing a statement opens or closes on its connection (a temporary table, a user
+/// lock, a text prepared statement, a HANDLER): the pin of its reason ends when the last
+/// one is closed. `None`: a name the router cannot read (an expression).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NameOp {
+    Open(PinReason, Option<String>),
+    Close(PinReason, Option<String>),
+    /// `RELEASE_ALL_LOCKS()`.
+    CloseAll(PinReason),
 }
 
 /// `KILL [CONNECTION|QUERY] id`.
@@ -119,6 +133,12 @@ pub struct Statement {
     pub unpins: Vec<PinReason>,
     /// Session state to track.
     pub changes: Vec<SessionChange>,
+    /// Named things opened or closed, in order.
+    pub names: Vec<NameOp>,
+    /// It reads the session's last insert id (`LAST_INSERT_ID()`, `@@identity`).
+    pub reads_insert_id: bool,
+    /// `START TRANSACTION READ ONLY`: may run on a standby.
+    pub read_only_transaction: bool,
     /// A SET/USE made only of replayable known changes: may run anywhere and be replayed.
     pub is_set_only: bool,
     /// `KILL [CONNECTION|QUERY] n`.
@@ -235,6 +255,9 @@ fn merge(mut a: Classified, b: Classified) -> Classified {
         st.pins.push(r);
     }
     st.changes.extend(next.changes);
+    st.names.extend(next.names);
+    st.reads_insert_id |= next.reads_insert_id;
+    st.read_only_transaction = false;
     st.is_set_only &= next.is_set_only;
     st.kill = st.kill.or(next.kill);
     st.begins_transaction |= next.begins_transaction;
@@ -264,6 +287,7 @@ fn movable(st: &Statement) -> bool {
         && st.unpins.is_empty()
         && !st.same_connection
         && st.changes.is_empty()
+        && st.names.is_empty()
         && st.kill.is_none()
         && !st.begins_transaction
 }

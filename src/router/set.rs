@@ -231,8 +231,22 @@ fn assign(sql: &[u8], rest: &[Token], scope: Scope, name: &str, acc: &mut Acc) {
             name: name.to_string(),
             value: v,
         }),
+        None if KNOWN.contains(&name) && plain_expression(sql, value) => {
+            acc.changes.push(SessionChange::SetVarExpr {
+                name: name.to_string(),
+            })
+        }
         _ => acc.pins.push(PinReason::UnknownSet),
     }
+}
+
+/// An expression whose value the server can compute on any connection in the session's
+/// state: no user variables, side effects, locks or same-connection reads.
+fn plain_expression(sql: &[u8], value: &[Token]) -> bool {
+    if value.is_empty() || value.iter().any(|t| t.kind == Tk::UserVar) {
+        return false;
+    }
+    !super::walk::facts(sql, value).primary()
 }
 
 /// Scope and lower-cased name of `@@name`, `@@session.name`, `@@global.name`, ...

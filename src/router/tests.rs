@@ -1,7 +1,9 @@
 //! Table-driven router tests. Each case is a statement and a compact expectation:
 //! `S`/`P` target, then any of `same`, `set`, `begin`, `pin=a,b`, `unpin=a`, `kill=N`,
 //! `killq=N`, `use=NAME`, `var=name:value`, `names=cs[/coll]`, `tx=ISO|-,1|0|-` (`_` for a
-//! space), `hint=primary|standby`. Anything not listed must be false/empty.
+//! space), `hint=primary|standby`, `lii` (reads the insert id), `ro` (READ ONLY
+//! transaction), `expr=var`, `open=reason:name`, `close=reason:name` (`?`: unreadable),
+//! `closeall=reason`. Anything not listed must be false/empty.
 
 use super::fast::{suspicious, Scan};
 use super::hint::{self, Hint};
@@ -64,6 +66,21 @@ fn expected(exp: &str) -> Statement {
                     read_only,
                 });
             }
+            "lii" => st.reads_insert_id = true,
+            "ro" => st.read_only_transaction = true,
+            "expr" => st
+                .changes
+                .push(SessionChange::SetVarExpr { name: val.into() }),
+            "open" | "close" => {
+                let (r, n) = val.split_once(':').unwrap();
+                let n = (n != "?").then(|| n.to_string());
+                st.names.push(if key == "open" {
+                    NameOp::Open(pin(r), n)
+                } else {
+                    NameOp::Close(pin(r), n)
+                });
+            }
+            "closeall" => st.names.push(NameOp::CloseAll(pin(val))),
             "hint" => {
                 st.hint = Some(if val == "primary" {
                     Hint::Primary
@@ -217,15 +234,24 @@ const TRAPS: &[(&[u8], &str)] = &[
     (b"SELECT * FROM t INTO DUMPFILE '/tmp/x'", "P"),
     (b"SELECT @a", "P"),
     (b"SELECT @a, @@version", "P"),
-    (b"SELECT GET_LOCK('job', 10)", "P pin=get_lock"),
-    (b"SELECT get_lock ('job', 10)", "P pin=get_lock"),
-    (b"SELECT `GET_LOCK`('x', 1)", "P pin=get_lock"),
-    (b"SELECT RELEASE_LOCK('job')", "P"),
-    (b"SELECT RELEASE_ALL_LOCKS()", "P unpin=get_lock"),
+    (
+        b"SELECT GET_LOCK('job', 10)",
+        "P pin=get_lock open=get_lock:job",
+    ),
+    (
+        b"SELECT get_lock ('job', 10)",
+        "P pin=get_lock open=get_lock:job",
+    ),
+    (
+        b"SELECT `GET_LOCK`('x', 1)",
+        "P pin=get_lock open=get_lock:x",
+    ),
+    (b"SELECT RELEASE_LOCK('job')", "P close=get_lock:job"),
+    (b"SELECT RELEASE_ALL_LOCKS()", "P closeall=get_lock"),
     (b"SELECT IS_USED_LOCK('job')", "P"),
     (b"SELECT IS_FREE_LOCK('job')", "P"),
-    (b"SELECT LAST_INSERT_ID()", "P same"),
-    (b"select last_insert_id() as id", "P same"),
+    (b"SELECT LAST_INSERT_ID()", "P same lii"),
+    (b"select last_insert_id() as id", "P same lii"),
     (b"SELECT FOUND_ROWS()", "P same"),
     (b"SELECT ROW_COUNT()", "P same"),
     (
@@ -257,14 +283,17 @@ const WRITES: &[(&[u8], &str)] = &[
         "P pin=user_variable",
     ),
     (b"CREATE TABLE t (id INT)", "P"),
-    (b"CREATE TEMPORARY TABLE tmp (id INT)", "P pin=temp_table"),
+    (
+        b"CREATE TEMPORARY TABLE tmp (id INT)",
+        "P pin=temp_table open=temp_table:tmp",
+    ),
     (
         b"create or replace temporary table tmp (id int)",
-        "P pin=temp_table",
+        "P pin=temp_table open=temp_table:tmp",
     ),
     (b"ALTER TABLE t ADD COLUMN x INT", "P"),
-    (b"DROP TABLE t", "P"),
-    (b"DROP TEMPORARY TABLE tmp", "P"),
+    (b"DROP TABLE t", "P close=temp_table:t"),
+    (b"DROP TEMPORARY TABLE tmp", "P close=temp_table:tmp"),
     (b"TRUNCATE TABLE t", "P"),
     (b"RENAME TABLE a TO b", "P"),
     (b"GRANT SELECT ON db.* TO u", "P"),
@@ -279,10 +308,10 @@ const WRITES: &[(&[u8], &str)] = &[
     (b"FLUSH TABLES WITH READ LOCK", "P pin=lock_tables"),
     (b"FLUSH TABLES t FOR EXPORT", "P pin=lock_tables"),
     (b"DO SLEEP(1)", "P"),
-    (b"DO GET_LOCK('x', 0)", "P pin=get_lock"),
-    (b"DO RELEASE_ALL_LOCKS()", "P unpin=get_lock"),
-    (b"INSERT INTO t (a) VALUES (LAST_INSERT_ID())", "P same"),
-    (b"UPDATE t SET n = LAST_INSERT_ID(n + 1)", "P same"),
+    (b"DO GET_LOCK('x', 0)", "P pin=get_lock open=get_lock:x"),
+    (b"DO RELEASE_ALL_LOCKS()", "P closeall=get_lock"),
+    (b"INSERT INTO t (a) VALUES (LAST_INSERT_ID())", "P same lii"),
+    (b"UPDATE t SET n = LAST_INSERT_ID(n + 1)", "P same lii"),
     (b"UPDATE t SET a = @x := a + 1", "P pin=user_variable"),
     (b"INSERT INTO t VALUES (@a)", "P"),
     (b"DELETE FROM t WHERE id = 1 RETURNING id", "P"),
@@ -299,7 +328,7 @@ const TRANSACTIONS_AND_PINS: &[(&[u8], &str)] = &[
     (b"BEGIN;", "P begin"),
     (b"START TRANSACTION", "P begin"),
     (b"START TRANSACTION WITH CONSISTENT SNAPSHOT", "P begin"),
-    (b"start transaction read only", "P begin"),
+    (b"start transaction read only", "P begin ro"),
     (b"COMMIT WORK", "P"),
     (b"ROLLBACK", "P"),
     (b"COMMIT AND CHAIN", "P begin"),
@@ -318,15 +347,29 @@ const TRANSACTIONS_AND_PINS: &[(&[u8], &str)] = &[
     (b"LOCK TABLES t READ", "P pin=lock_tables"),
     (b"LOCK TABLE t WRITE, u READ", "P pin=lock_tables"),
     (b"UNLOCK TABLES", "P unpin=lock_tables"),
-    (b"HANDLER t OPEN", "P pin=handler"),
+    (b"HANDLER t OPEN", "P pin=handler open=handler:t"),
     (b"HANDLER t READ FIRST", "P pin=handler"),
     (
         b"PREPARE s FROM 'SELECT * FROM t WHERE id = ?'",
-        "P pin=text_prepare",
+        "P pin=text_prepare open=text_prepare:s",
     ),
     (b"EXECUTE s USING @id", "P"),
-    (b"DEALLOCATE PREPARE s", "P"),
-    (b"DROP PREPARE s", "P"),
+    (b"DEALLOCATE PREPARE s", "P close=text_prepare:s"),
+    (b"SELECT @@warning_count", "P same"),
+    (b"SELECT @@session.error_count", "P same"),
+    (b"SELECT @@identity", "P same lii"),
+    (b"SELECT @@last_insert_id, 1", "P same lii"),
+    (b"SELECT @@sql_mode", "S"),
+    (b"DROP TEMPORARY TABLE IF EXISTS a, `db`.`B`", "P close=temp_table:a close=temp_table:db.b"),
+    (b"CREATE TEMPORARY TABLE IF NOT EXISTS db.t (a INT)", "P pin=temp_table open=temp_table:db.t"),
+    (b"HANDLER t OPEN AS h", "P pin=handler open=handler:h"),
+    (b"HANDLER h CLOSE", "P pin=handler close=handler:h"),
+    (b"SELECT GET_LOCK(CONCAT('a', 1), 1)", "P pin=get_lock open=get_lock:?"),
+    (b"SET sql_mode = CONCAT(@x, ',ANSI')", "P pin=unknown_set"),
+    (b"SET sql_mode = IF(GET_LOCK('a', 1), 'ANSI', '')", "P pin=unknown_set"),
+    (b"SET @@SESSION.sql_mode = CONCAT(CONCAT(@@sql_mode, ',STRICT_ALL_TABLES'), ',NO_AUTO_VALUE_ON_ZERO')", "P set expr=sql_mode"),
+    (b"START TRANSACTION READ ONLY, WITH CONSISTENT SNAPSHOT", "P begin ro"),
+    (b"DROP PREPARE s", "P close=text_prepare:s"),
     (b"KILL 42", "P kill=42"),
     (b"KILL CONNECTION 42", "P kill=42"),
     (b"KILL QUERY 42", "P killq=42"),
@@ -466,11 +509,11 @@ const SETS: &[(&[u8], &str)] = &[
     (b"SET dolt_transaction_commit = 1", "P pin=unknown_set"),
     (
         b"SET SESSION sql_mode = CONCAT(@@sql_mode, ',STRICT_ALL_TABLES')",
-        "P pin=unknown_set",
+        "P set expr=sql_mode",
     ),
     (b"SET autocommit = @a", "P pin=unknown_set"),
-    (b"SET wait_timeout = (SELECT 10)", "P pin=unknown_set"),
-    (b"SET wait_timeout = 10 + 1", "P pin=unknown_set"),
+    (b"SET wait_timeout = (SELECT 10)", "P set expr=wait_timeout"),
+    (b"SET wait_timeout = 10 + 1", "P set expr=wait_timeout"),
     (
         b"SET @a = 1, autocommit = 0",
         "P pin=user_variable var=autocommit:0",
@@ -532,7 +575,7 @@ const HINTS_AND_ODDITIES: &[(&[u8], &str)] = &[
     ),
     (
         b"/* switchyard: standby */ SELECT LAST_INSERT_ID()",
-        "P same hint=standby",
+        "P same hint=standby lii",
     ),
     (
         b"/* switchyard: standby */ SET autocommit=0",
@@ -540,7 +583,7 @@ const HINTS_AND_ODDITIES: &[(&[u8], &str)] = &[
     ),
     (
         b"/*switchyard:standby*/SELECT GET_LOCK('a',1)",
-        "P pin=get_lock hint=standby",
+        "P pin=get_lock hint=standby open=get_lock:a",
     ),
     (
         b"/* other */ /* switchyard: primary */ SELECT 1",
@@ -589,7 +632,7 @@ const MULTI: &[(&[u8], &str)] = &[
     (b"UNLOCK TABLES; LOCK TABLES t READ", "P pin=lock_tables"),
     (
         b"INSERT INTO t VALUES (1); SELECT LAST_INSERT_ID()",
-        "P same",
+        "P same lii",
     ),
     (b"SELECT 'a;b'; SELECT \"c;d\"; SELECT `e;f`", "S"),
     (b"SELECT 1 -- ; DROP TABLE t\n; SELECT 2", "S"),
@@ -615,7 +658,7 @@ const MULTI: &[(&[u8], &str)] = &[
     (b"KILL 7; SELECT 1", "P kill=7"),
     (
         b"SELECT GET_LOCK('a', 1); SELECT RELEASE_ALL_LOCKS()",
-        "P unpin=get_lock",
+        "P pin=get_lock open=get_lock:a closeall=get_lock",
     ),
     (b"USE db; SELECT * FROM t", "P use=db"),
 ];

@@ -12,7 +12,7 @@ use sqlparser::parser::Parser;
 
 use super::fast::{is_dolt_function, is_function_word};
 use super::lex::{tokens, unquote, Tk, Token};
-use super::{Classified, PinReason};
+use super::{Classified, NameOp, PinReason};
 
 /// What the tokens of a statement say about it.
 #[derive(Debug, Default)]
@@ -23,12 +23,45 @@ pub(crate) struct Facts {
     pub same_connection: bool,
     pub pins: Vec<PinReason>,
     pub unpins: Vec<PinReason>,
+    pub names: Vec<NameOp>,
+    pub reads_insert_id: bool,
+}
+
+/// Session variables that read what the previous statement left on its connection.
+const DIAGNOSTIC_VARS: [&[u8]; 4] = [
+    b"warning_count",
+    b"error_count",
+    b"identity",
+    b"last_insert_id",
+];
+
+/// Whether `@@[session.]name` reads the previous statement's diagnostics or insert id.
+pub(crate) fn is_diagnostic_var(text: &[u8]) -> bool {
+    let body = text.strip_prefix(b"@@").unwrap_or(text);
+    let name = match body.iter().position(|b| *b == b'.') {
+        Some(p) => &body[p + 1..],
+        None => body,
+    };
+    DIAGNOSTIC_VARS.iter().any(|v| v.eq_ignore_ascii_case(name))
 }
 
 impl Facts {
     /// Whether the statement must run on the primary.
     pub fn primary(&self) -> bool {
-        self.not_read || self.same_connection || !self.pins.is_empty() || !self.unpins.is_empty()
+        self.not_read
+            || self.same_connection
+            || !self.pins.is_empty()
+            || !self.unpins.is_empty()
+            || !self.names.is_empty()
+    }
+
+    /// Copies the facts that matter to the session onto a classification.
+    pub fn onto(self, c: &mut Classified) {
+        c.st.same_connection = self.same_connection;
+        c.st.pins = self.pins;
+        c.st.unpins = self.unpins;
+        c.st.names = self.names;
+        c.st.reads_insert_id = self.reads_insert_id;
     }
 }
 
@@ -43,9 +76,16 @@ pub(crate) fn facts(sql: &[u8], toks: &[Token]) -> Facts {
                 f.not_read = true;
             }
             Tk::UserVar | Tk::Punct(b'@') => f.not_read = true,
+            Tk::SysVar if is_diagnostic_var(t.text(sql)) => {
+                f.same_connection = true;
+                let text = t.text(sql);
+                f.reads_insert_id |= text.len() > 8
+                    && (text.to_ascii_lowercase().ends_with(b"identity")
+                        || text.to_ascii_lowercase().ends_with(b"last_insert_id"));
+            }
             Tk::Word => word_fact(sql, toks, i, &mut f),
             Tk::QIdent if next.is_some_and(|n| n.is_punct(b'(')) => {
-                function_fact(&unquote(t, sql), &mut f);
+                function_fact(&unquote(t, sql), arg(sql, toks, i), &mut f);
             }
             _ => {}
         }
@@ -77,18 +117,32 @@ fn word_fact(sql: &[u8], toks: &[Token], i: usize, f: &mut Facts) {
     } else if (is("NEXT") || is("PREVIOUS")) && next_is("VALUE") {
         f.not_read = true;
     } else if call && !(i > 0 && toks[i - 1].is_punct(b'.')) {
-        function_fact(w, f);
+        function_fact(w, arg(sql, toks, i), f);
     }
 }
 
-fn function_fact(name: &[u8], f: &mut Facts) {
+/// The first argument of the function named at `i` when it is a string literal alone
+/// (`GET_LOCK('name', 5)`).
+fn arg(sql: &[u8], toks: &[Token], i: usize) -> Option<String> {
+    let (t, after) = (toks.get(i + 2)?, toks.get(i + 3)?);
+    let alone = after.is_punct(b',') || after.is_punct(b')');
+    (t.kind == Tk::Str && alone).then(|| String::from_utf8_lossy(&unquote(t, sql)).into_owned())
+}
+
+fn function_fact(name: &[u8], arg: Option<String>, f: &mut Facts) {
     let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
-    if is("LAST_INSERT_ID") || is("FOUND_ROWS") || is("ROW_COUNT") {
+    if is("LAST_INSERT_ID") {
+        f.same_connection = true;
+        f.reads_insert_id = true;
+    } else if is("FOUND_ROWS") || is("ROW_COUNT") {
         f.same_connection = true;
     } else if is("GET_LOCK") {
         f.pins.push(PinReason::GetLock);
+        f.names.push(NameOp::Open(PinReason::GetLock, arg));
+    } else if is("RELEASE_LOCK") {
+        f.names.push(NameOp::Close(PinReason::GetLock, arg));
     } else if is("RELEASE_ALL_LOCKS") {
-        f.unpins.push(PinReason::GetLock);
+        f.names.push(NameOp::CloseAll(PinReason::GetLock));
     } else if is("DOLT_CHECKOUT") {
         f.pins.push(PinReason::UnknownSet);
     }
@@ -104,9 +158,7 @@ pub(crate) fn slow_read(sql: &[u8], off: usize) -> Classified {
     let f = facts(sql, &toks);
     if f.primary() {
         let mut c = Classified::primary(false);
-        c.st.same_connection = f.same_connection;
-        c.st.pins = f.pins;
-        c.st.unpins = f.unpins;
+        f.onto(&mut c);
         return c;
     }
     if exec {

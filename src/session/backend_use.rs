@@ -38,6 +38,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         if self.policy == RoutePolicy::Primary || !self.autocommit() || self.in_transaction() {
             return Target::Primary;
         }
+        if stmt.read_only_transaction {
+            return Target::Standby; // a READ ONLY transaction: the safe way to scale reads
+        }
         if stmt.is_set_only && stmt.pins.is_empty() && stmt.kill.is_none() {
             return Target::Standby; // validated by a server, replayed on every later lease
         }
@@ -47,16 +50,49 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         Target::Standby
     }
 
+    /// A write on a backend without GTIDs was recent: reads stay on the primary.
     pub(super) fn read_your_writes(&self) -> bool {
-        let w = self.shared.limits.read_your_writes;
+        let Some(w) = self.shared.limits.read_your_writes else {
+            return false;
+        };
         !w.is_zero() && self.last_write.is_some_and(|t| t.elapsed() < w)
+    }
+
+    /// Whether a standby connection has applied the session's last write, waiting for it
+    /// up to the causal timeout; remembered per standby until the next write.
+    async fn causal_ready(&mut self, lease: &mut Lease, node: usize) -> Result<bool, BackendError> {
+        if self.shared.limits.read_your_writes.is_none() {
+            return Ok(true);
+        }
+        let Some(c) = self.causal.as_ref().filter(|c| !c.applied.contains(&node)) else {
+            return Ok(true);
+        };
+        self.shared
+            .stats
+            .causal_waits
+            .fetch_add(1, Ordering::Relaxed);
+        let timeout = self.shared.limits.causal_timeout;
+        let applied = lease.conn().wait_gtid(&c.gtid, timeout).await?;
+        if applied {
+            if let Some(c) = self.causal.as_mut() {
+                c.applied.push(node);
+            }
+        } else {
+            self.shared
+                .stats
+                .causal_fallbacks
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(applied)
     }
 
     /// The connection that ran the previous statement, if it is idle and untouched since.
     pub(super) async fn acquire_previous(&mut self, target: Target) -> Option<InUse> {
         let last = self.last_conn?;
-        let entry = self.shared.topology.snapshot().node(last.node).cloned()?;
-        let primary = entry.role == Some(crate::config::Role::Primary);
+        let snap = self.shared.topology.snapshot();
+        let entry = snap.node(last.node).cloned()?;
+        // the elected primary, not any node whose probe says primary (two claimants)
+        let primary = snap.primary().is_some_and(|n| n.id == last.node);
         // a statement bound for the primary never reuses a standby's connection
         if !entry.healthy || (target == Target::Primary && !primary) {
             return None;
@@ -67,7 +103,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 .pools
                 .take_idle(&self.user, self.class, last.thread_id, last.leases)?;
         lease.conn().sync(&self.want).await.ok()?;
-        let standby = entry.role != Some(crate::config::Role::Primary);
+        let standby = !primary;
         Some(InUse {
             lease,
             node: last.node,
@@ -81,11 +117,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// With no backend for the target, the statement waits up to the write hold.
     pub(super) async fn acquire(
         &mut self,
-        target: Target,
+        mut target: Target,
         mut exclude: Option<usize>,
     ) -> Result<InUse, ClientError> {
         if let Some(h) = self.held.take() {
-            return self.check_held(h);
+            let diagnostics = self.pins.only_diagnostics(); // a same-connection read
+            if !(h.standby && target == Target::Primary && !self.in_transaction()) || diagnostics {
+                return self.check_held(h);
+            }
+            // a standby held for a cursor or long data never takes a write: the statement
+            // gets a primary connection of its own, the held one stays
+            self.held = Some(h);
         }
         let deadline = tokio::time::Instant::now() + self.shared.limits.write_hold;
         let mut last_err = None;
@@ -95,6 +137,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 Err(e) => return Err(last_err.unwrap_or(e)),
             };
             match self.lease_synced(&node).await {
+                Ok(mut lease) if standby => match self.causal_ready(&mut lease, node.id).await {
+                    Ok(true) => {
+                        return Ok(InUse {
+                            lease,
+                            node: node.id,
+                            standby,
+                            from_held: false,
+                        });
+                    }
+                    Ok(false) => {
+                        // not applied in time: the session's own write is on the primary
+                        lease.release();
+                        target = Target::Primary;
+                    }
+                    Err(e) => {
+                        tracing::debug!(backend = %node.name, error = %e, "waiting for a GTID failed");
+                        exclude = Some(node.id);
+                    }
+                },
                 Ok(lease) => {
                     return Ok(InUse {
                         lease,
@@ -117,13 +178,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// A held connection whose backend stopped being primary (a failover) cannot go on:
     /// its transaction is lost, or the session state it holds.
     fn check_held(&mut self, h: Held) -> Result<InUse, ClientError> {
-        let role = self
+        let elected = self
             .shared
             .topology
             .snapshot()
-            .node(h.node)
-            .and_then(|e| e.role);
-        if h.standby || role == Some(crate::config::Role::Primary) {
+            .primary()
+            .is_some_and(|n| n.id == h.node);
+        if h.standby || elected {
             return Ok(InUse {
                 lease: h.lease,
                 node: h.node,
@@ -275,6 +336,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             thread_id: c.thread_id,
             leases: c.leases,
         });
+        if self.held.is_some() && !u.from_held {
+            if !self.in_transaction() {
+                u.lease.release(); // the held standby stays held for its pin
+                return;
+            }
+            tracing::debug!("a transaction began beside a held standby connection; dropping it");
+        }
         if self.in_transaction() || !self.pins.is_empty() {
             self.held = Some(Held {
                 lease: u.lease,

@@ -80,15 +80,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         out.extend_from_slice(cmd.payload);
         out[1..5].copy_from_slice(&stmt.id.to_le_bytes());
         let has_params = stmt.params > 0 && out.len() > x.types_at;
-        if has_params && !x.bound && !stmt.types_sent {
-            if let Some(t) = &cs.types {
+        if !has_params {
+            return Ok(Cow::Owned(out));
+        }
+        // the types this execution means: its own, or the client's last ones; sent
+        // whenever the server's last types for this statement differ (another session's)
+        let meant = cs.types.clone();
+        if !x.bound && meant.is_some() && stmt.types != meant {
+            if let Some(t) = &meant {
                 out[x.types_at] = 1;
                 out.splice(x.types_at + 1..x.types_at + 1, t.iter().copied());
             }
         }
-        if has_params && out[x.types_at] == 1 {
+        if out[x.types_at] == 1 {
             if let Some(s) = conn.stmts.get(&key) {
-                s.types_sent = true;
+                s.types = meant;
             }
         }
         Ok(Cow::Owned(out))

@@ -42,7 +42,11 @@ pub struct SessionLimits {
     pub handshake_timeout: Duration,
     pub lease_timeout: Duration,
     pub max_packet: usize,
-    pub read_your_writes: Duration,
+    /// Read-your-writes: None is off; Some(window) is on, the window applying to backends
+    /// without GTIDs.
+    pub read_your_writes: Option<Duration>,
+    /// How long a standby may wait for a session's last GTID.
+    pub causal_timeout: Duration,
     pub idle_timeout: Option<Duration>,
     pub max_statements: usize,
     /// How long a statement bound for the primary waits while there is none.
@@ -94,6 +98,8 @@ pub struct Session<S> {
     held: Option<Held>,
     pins: Pins,
     last_write: Option<Instant>,
+    /// The session's last write, for read-your-writes on standbys.
+    causal: Option<Causal>,
     /// The connection that ran the previous statement, for same-connection statements.
     last_conn: Option<LastConn>,
     last_insert_id: u64,
@@ -110,6 +116,13 @@ pub struct Session<S> {
     spec_writers: optimistic::Writers,
     /// Close the client connection after the current reply.
     closing: bool,
+}
+
+/// A session's last write as a GTID, and the standbys known to have applied it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Causal {
+    pub gtid: Vec<u8>,
+    pub applied: Vec<usize>,
 }
 
 /// The backend connection that ran a session's previous statement.
@@ -188,6 +201,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             held: None,
             pins: Pins::default(),
             last_write: None,
+            causal: None,
             last_conn: None,
             last_insert_id: 0,
             last_insert_conn: None,

@@ -25,7 +25,7 @@ pub struct ClientStmt {
     pub class: Statement,
     pub params: u16,
     /// Parameter types (2 bytes each) from the last EXECUTE that sent them.
-    pub types: Option<Vec<u8>>,
+    pub types: Option<std::sync::Arc<[u8]>>,
 }
 
 /// A backend's COM_STMT_PREPARE reply.
@@ -53,7 +53,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             Ok(prep) => {
                 let id = self.next_stmt;
                 self.next_stmt = self.next_stmt.wrapping_add(1).max(1);
-                u.lease.conn().stmts.insert(key, prep.stmt);
+                u.lease.conn().stmts.insert(key, prep.stmt.clone());
                 let params = prep.stmt.params;
                 self.stmts.insert(
                     id,
@@ -95,6 +95,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     }
 
     pub(super) async fn stmt_execute(&mut self, p: &[u8]) -> Result<(), SessionEnd> {
+        if self.txn_lost && !self.lost_transaction_gate(None).await? {
+            return Ok(());
+        }
         let Some((id, _, class, params)) = self.lookup(p) else {
             return self.unknown_stmt(p, "mysqld_stmt_execute").await;
         };
@@ -103,7 +106,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         if bound {
             let types = p.get(types_at + 1..types_at + 1 + 2 * usize::from(params));
             if let (Some(st), Some(t)) = (self.stmts.get_mut(&id), types) {
-                st.types = Some(t.to_vec());
+                st.types = Some(t.into());
             }
         }
         let cursor = p
@@ -168,7 +171,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     async fn reset_backend_stmt(&mut self, sql: &Arc<[u8]>) {
         let key = self.stmt_key(sql);
         let Some(h) = self.held.as_mut() else { return };
-        let Some(bs) = h.lease.conn().stmts.get(&key).copied() else {
+        let Some(bs) = h.lease.conn().stmts.get(&key).cloned() else {
             return;
         };
         let mut c = vec![cmd::COM_STMT_RESET];
@@ -231,7 +234,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             Ok(u) => u,
             Err(e) => return self.send_err(self.reply_seq, &e).await,
         };
-        let Some(bs) = u.lease.conn().stmts.get(&key).copied() else {
+        let Some(bs) = u.lease.conn().stmts.get(&key).cloned() else {
             self.finish(u);
             return self
                 .send_err(
@@ -277,10 +280,10 @@ pub(super) async fn ensure_prepared(
     key: &StmtKey,
 ) -> Result<BackendStmt, BackendError> {
     if let Some(s) = conn.stmts.get(key) {
-        return Ok(*s);
+        return Ok(s.clone());
     }
     let prep = prepare_on(conn, key).await?;
-    conn.stmts.insert(key.clone(), prep.stmt);
+    conn.stmts.insert(key.clone(), prep.stmt.clone());
     Ok(prep.stmt)
 }
 
@@ -303,7 +306,7 @@ async fn prepare_on(conn: &mut BackendConn, key: &StmtKey) -> Result<Prepared, B
         id: u32::from_le_bytes([first[1], first[2], first[3], first[4]]),
         columns: u16::from_le_bytes([first[5], first[6]]),
         params: u16::from_le_bytes([first[7], first[8]]),
-        types_sent: false,
+        types: None,
     };
     // parameter and column definitions, each group followed by an EOF on a classic
     // connection (the client's own encoding: relayed as they are)

@@ -5,7 +5,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::backend_use::InUse;
 use super::command::Cmd;
-use super::pins::Pin;
+use super::pins::{Ended, Pin};
 use super::{Session, SessionEnd};
 use std::sync::atomic::Ordering;
 
@@ -22,8 +22,8 @@ use crate::router::{self, SessionChange, Statement, Target};
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     pub(super) async fn com_query(&mut self, p: &[u8]) -> Result<(), SessionEnd> {
         let sql = &p[1..];
-        if self.txn_lost {
-            return self.lost_transaction_gate(sql).await;
+        if self.txn_lost && !self.lost_transaction_gate(Some(sql)).await? {
+            return Ok(());
         }
         let stmt = if self.caps.contains(CapabilityFlags::CLIENT_MULTI_STATEMENTS) {
             router::classify_multi(sql)
@@ -54,6 +54,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         target: Target,
         kind: ResponseKind,
     ) -> Result<(), SessionEnd> {
+        self.end_diagnostics_hold(stmt);
         if self.optimistic(cmd, stmt).await? {
             return Ok(());
         }
@@ -78,7 +79,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             let f = self.forward(&mut u, &wire, kind, digest.as_mut()).await;
             match f.result {
                 Ok(summary) => {
-                    self.after_statement(&mut u, stmt, &summary, cmd);
+                    let resolved = self.resolve_expressions(&mut u, stmt, &summary).await;
+                    let ended = self.after_statement(&mut u, stmt, &summary, cmd, &resolved);
                     self.spec_record(cmd, digest);
                     if partly_applied(stmt, &summary) && !self.in_transaction() && !u.from_held {
                         // some statements of a batch ran before one failed: what they
@@ -86,6 +88,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                         self.last_conn = None;
                         drop(u);
                         return Ok(());
+                    }
+                    if ended.reset {
+                        self.reset_before_release(&mut u).await;
                     }
                     self.finish(u);
                     return Ok(());
@@ -234,8 +239,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let untouched =
             found_previous && self.last_insert_conn == Some((u.node, c.thread_id, c.leases - 1));
         let this = (u.node, c.thread_id, c.leases);
-        let carry = stmt.same_connection && !u.from_held && self.last_insert_id != 0;
-        if carry && !untouched {
+        let elsewhere = self.last_insert_conn != Some(this) && !untouched;
+        if stmt.reads_insert_id && self.last_insert_id != 0 && elsewhere {
             // LAST_INSERT_ID is the session's, from the connection that inserted
             let sql = format!("DO LAST_INSERT_ID({})", self.last_insert_id);
             if let Err(e) = u.lease.conn().query_ok(&sql).await {
@@ -247,15 +252,34 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         Ok(u)
     }
 
-    /// Applies what a finished statement did to the session.
+    /// Applies what a finished statement did to the session: status, insert id, state
+    /// changes, and the pins it set or ended.
     pub(super) fn after_statement(
         &mut self,
         u: &mut InUse,
         stmt: &Statement,
         s: &Summary,
         cmd: &Cmd<'_>,
-    ) {
+        resolved: &[SessionChange],
+    ) -> Ended {
         self.take_status(s);
+        self.pins.next_statement(&stmt.pins);
+        match s.status {
+            Some(st) if st & StatusFlags::SERVER_STATUS_IN_TRANS.bits() == 0 => {
+                self.pins.remove(Pin::UnknownTransaction);
+                self.pins.transaction_ended(&stmt.pins);
+            }
+            Some(_) => self.pins.remove(Pin::UnknownTransaction),
+            // an ERR carries no flags: under autocommit=0 it may have opened a transaction
+            None if !self.autocommit() => {
+                self.pins.add(Pin::UnknownTransaction);
+            }
+            None => {}
+        }
+        let warned = s.last_ok.is_some_and(|ok| ok.warnings > 0);
+        if s.error.is_some() || warned {
+            self.pins.add(Pin::Diagnostics);
+        }
         if s.last_ok.is_some_and(|ok| ok.last_insert_id != 0) {
             let c = u.lease.conn_ref();
             self.last_insert_conn = Some((u.node, c.thread_id, c.leases));
@@ -268,8 +292,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 self.shared.stats.count_pin("cursor");
             }
         }
+        let mut ended = Ended::default();
         if s.error.is_none() {
-            for c in &stmt.changes {
+            for c in stmt.changes.iter().chain(resolved) {
                 apply_change(&mut self.want, c);
                 apply_change(&mut u.lease.conn().state, c);
             }
@@ -281,21 +306,110 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             for r in &stmt.unpins {
                 self.pins.remove(Pin::Statement(*r));
             }
+            ended = self.pins.apply_names(&stmt.names);
         }
-        if stmt.target == Target::Primary && !stmt.is_set_only && !u.standby {
-            self.note_write();
+        if let Some(gtid) = &s.gtid {
+            self.causal = Some(super::Causal {
+                gtid: gtid.clone(),
+                applied: Vec::new(),
+            });
+        } else if stmt.target == Target::Primary
+            && !stmt.is_set_only
+            && !u.standby
+            && !u.lease.conn_ref().tracks
+        {
+            self.note_write(); // no GTIDs here (Dolt): a time window instead
+        }
+        ended
+    }
+
+    /// A SET of a known variable to an expression: the value the server computed, read
+    /// back on the same connection and tracked as a literal (a framework's
+    /// `SET @@SESSION.sql_mode = CONCAT(...)` keeps reads on standbys). When it cannot be
+    /// read, the session is pinned instead.
+    async fn resolve_expressions(
+        &mut self,
+        u: &mut InUse,
+        stmt: &Statement,
+        s: &Summary,
+    ) -> Vec<SessionChange> {
+        let mut out = Vec::new();
+        if s.error.is_some() {
+            return out;
+        }
+        for c in &stmt.changes {
+            let SessionChange::SetVarExpr { name } = c else {
+                continue;
+            };
+            let sql = format!("SELECT @@SESSION.{name}");
+            match u.lease.conn().query_rows(&sql).await {
+                Ok(rows) => match rows.first().and_then(|r| r.first()) {
+                    Some(Some(v)) => out.push(SessionChange::SetVar {
+                        name: name.clone(),
+                        value: sql_literal(v),
+                    }),
+                    _ => self.pin_unknown_set(),
+                },
+                Err(_) => self.pin_unknown_set(),
+            }
+        }
+        out
+    }
+
+    fn pin_unknown_set(&mut self) {
+        if self.pins.add(Pin::Statement(router::PinReason::UnknownSet)) {
+            self.shared.stats.count_pin("unknown_set");
         }
     }
 
-    /// After a lost transaction only ROLLBACK is accepted; it ends the lost transaction.
-    async fn lost_transaction_gate(&mut self, sql: &[u8]) -> Result<(), SessionEnd> {
-        if router::first_keyword(sql).as_bytes() == b"ROLLBACK" {
+    /// Resets a connection whose temporary tables the session dropped, so that nothing of
+    /// its own can reach the pool; a failure closes it instead.
+    async fn reset_before_release(&mut self, u: &mut InUse) {
+        if !self.pins.is_empty() || self.in_transaction() {
+            return;
+        }
+        if u.lease.conn().reset().await.is_err() {
+            self.last_conn = None;
+        }
+    }
+
+    /// The previous statement's diagnostics held its connection for this one: a statement
+    /// that does not read them runs wherever it belongs.
+    fn end_diagnostics_hold(&mut self, stmt: &Statement) {
+        if stmt.same_connection || !self.pins.only_diagnostics() || self.in_transaction() {
+            return;
+        }
+        self.pins.remove(Pin::Diagnostics);
+        if let Some(h) = self.held.take() {
+            h.lease.release();
+        }
+    }
+
+    /// After a lost transaction only ROLLBACK (answered here) or a new transaction
+    /// (BEGIN, START TRANSACTION: how retry loops restart) is accepted; either ends the
+    /// lost one. Anything else would commit half a transaction in autocommit. True: run
+    /// the statement.
+    pub(super) async fn lost_transaction_gate(
+        &mut self,
+        sql: Option<&[u8]>,
+    ) -> Result<bool, SessionEnd> {
+        let (kw, stmt) = match sql {
+            Some(sql) => (router::first_keyword(sql), router::classify(sql)),
+            None => (router::first_keyword(b""), Statement::default()),
+        };
+        if kw.as_bytes() == b"ROLLBACK" && !stmt.begins_transaction {
             self.txn_lost = false;
             self.status &= !StatusFlags::SERVER_STATUS_IN_TRANS.bits();
-            return self.send_ok().await;
+            self.send_ok().await?;
+            return Ok(false);
+        }
+        if stmt.begins_transaction && matches!(kw.as_bytes(), b"BEGIN" | b"START") {
+            self.txn_lost = false;
+            return Ok(true);
         }
         self.send_err(self.reply_seq, &ClientError::InLostTransaction)
-            .await
+            .await?;
+        Ok(false)
     }
 }
 
@@ -368,6 +482,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     }
 }
 
+/// A server's value as SQL text to replay: a number as it is, anything else quoted.
+fn sql_literal(v: &[u8]) -> String {
+    let text = String::from_utf8_lossy(v);
+    let numeric = !text.is_empty()
+        && text
+            .bytes()
+            .enumerate()
+            .all(|(i, b)| b.is_ascii_digit() || (b == b'.' && i > 0) || (b == b'-' && i == 0));
+    if numeric {
+        return text.into_owned();
+    }
+    format!("'{}'", text.replace('\\', "\\\\").replace('\'', "''"))
+}
+
 /// Records a session state change on a state (the session's wanted, or a connection's).
 pub(super) fn apply_change(state: &mut ConnState, c: &SessionChange) {
     match c {
@@ -384,6 +512,8 @@ pub(super) fn apply_change(state: &mut ConnState, c: &SessionChange) {
         SessionChange::SetVar { name, value } => {
             state.vars.insert(name.clone(), value.clone());
         }
+        // tracked through the value read back (`resolve_expressions`)
+        SessionChange::SetVarExpr { .. } => {}
         SessionChange::SetTransaction {
             isolation,
             read_only,

@@ -81,6 +81,10 @@ pub struct Stats {
     /// Optimistic transactions moved to the primary with equal reads, and those that could not.
     pub optimistic_moved: std::sync::atomic::AtomicU64,
     pub optimistic_failed: std::sync::atomic::AtomicU64,
+    /// Reads that waited on a standby for the session's last write, and those that went
+    /// to the primary because the standby had not applied it in time.
+    pub causal_waits: std::sync::atomic::AtomicU64,
+    pub causal_fallbacks: std::sync::atomic::AtomicU64,
     pub pins: Mutex<HashMap<&'static str, u64>>,
 }
 

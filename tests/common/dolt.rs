@@ -54,6 +54,7 @@ impl Dolt {
                     role: role.clone(),
                     writes: writes.clone(),
                     classic: false,
+                    in_txn: Default::default(),
                 };
                 let mut dropped = drops.subscribe();
                 dropped.borrow_and_update();
@@ -88,6 +89,8 @@ struct Conn {
     role: Arc<Mutex<(String, u64)>>,
     writes: Arc<AtomicU64>,
     classic: bool,
+    /// A transaction is open (reported in status flags, as Dolt does).
+    in_txn: std::sync::atomic::AtomicBool,
 }
 
 /// What Dolt's greeting says: a MySQL 8 version, no session tracking.
@@ -154,7 +157,7 @@ impl Conn {
                 b"HY000",
                 b"command handling not implemented yet: 17",
             )],
-            Some(0x1b) => vec![eof_payload(0, 2).to_vec()],
+            Some(0x1b) => vec![eof_payload(0, self.status()).to_vec()],
             Some(c) => vec![err_payload(
                 1047,
                 b"08S01",
@@ -179,13 +182,23 @@ impl Conn {
                 self.writes.fetch_add(1, Ordering::Relaxed);
                 let ok = OkInfo {
                     affected_rows: 1,
-                    status: 2,
+                    status: self.status(),
                     ..OkInfo::default()
                 };
                 vec![ok_payload_with(0, &ok)]
             }
-            _ => vec![ok_payload(StatusFlags::SERVER_STATUS_AUTOCOMMIT)],
+            "BEGIN" | "START" | "COMMIT" | "ROLLBACK" => {
+                let begins = matches!(word.as_str(), "BEGIN" | "START");
+                self.in_txn.store(begins, Ordering::Relaxed);
+                vec![ok_payload(StatusFlags::from_bits_truncate(self.status()))]
+            }
+            _ => vec![ok_payload(StatusFlags::from_bits_truncate(self.status()))],
         }
+    }
+
+    /// Status flags: autocommit, and in-transaction while one is open.
+    fn status(&self) -> u16 {
+        2 | u16::from(self.in_txn.load(Ordering::Relaxed))
     }
 
     /// `SELECT item, ...` where items are @@variables or literals: one row.
@@ -201,7 +214,7 @@ impl Conn {
             out.push(column_def(i, 0xFD, 0, 255, 45));
         }
         if self.classic {
-            out.push(eof_payload(0, 2).to_vec());
+            out.push(eof_payload(0, self.status()).to_vec());
         }
         let mut row = Vec::new();
         for v in values {
@@ -215,12 +228,12 @@ impl Conn {
         }
         out.push(row);
         if self.classic {
-            out.push(eof_payload(0, 2).to_vec());
+            out.push(eof_payload(0, self.status()).to_vec());
         } else {
             out.push(ok_payload_with(
                 0xFE,
                 &OkInfo {
-                    status: 2,
+                    status: self.status(),
                     ..OkInfo::default()
                 },
             ));

@@ -2,7 +2,8 @@
 """py_matrix.py - one Python MySQL client library through switchyard vs. straight to the primary.
 
 usage: py_matrix.py --proxy HOST:PORT --direct HOST:PORT
-                    --client {pymysql,connector_pure,connector_c,mysqldb} [--only NAME,...]
+                    --client {pymysql,connector_pure,connector_c,mysqldb}
+                    [--only NAME,...] [--dump]   (--dump prints the direct side's observations)
 
 Every check is a small function check_NAME(side).  It runs once against --proxy and once
 against --direct, each time on fresh connections (user strict/strict, database sbtest), and
@@ -97,6 +98,13 @@ def outcome(cur, rows):
         "lastrowid": cur.lastrowid,
         "warnings": getattr(cur, "warning_count", None),
     }
+
+
+def close_quietly(obj):
+    try:
+        obj.close()
+    except Exception:  # e.g. connector's "Unread result found" after an error
+        pass
 
 
 def short(value, limit=240):
@@ -365,16 +373,17 @@ class Side:
         try:
             cur.execute(sql) if args is None else cur.execute(sql, args)
             rows = cur.fetchall() if cur.description else []
+            self.note(label or sql, outcome(cur, rows))
+            return rows
         except Exception as exc:
             info = self.client.error_info(exc, conn)
             if info is None:
                 raise
             self.note(label or sql, {"error": info})
             return None
-        self.note(label or sql, outcome(cur, rows))
-        if own:
-            cur.close()
-        return rows
+        finally:
+            if own:
+                close_quietly(cur)
 
     def results(self, conn, sql, label=None):
         """Execute a statement that may return several results; note every one of them."""
@@ -391,6 +400,7 @@ class Side:
             if info is None:
                 raise
             sets.append({"error": info})
+        close_quietly(cur)
         self.note(label or sql, sets)
 
     def run(self, check):
@@ -411,10 +421,7 @@ class Side:
 
     def close(self):
         for conn in reversed(self._conns):
-            try:
-                conn.close()
-            except Exception:
-                pass
+            close_quietly(conn)
         self._conns = []
 
 
