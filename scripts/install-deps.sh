@@ -17,6 +17,10 @@ fi
 if ! python3 -c "import pymysql" 2>/dev/null; then
   python3 -m pip install -q PyMySQL || python3 -m pip install -q --break-system-packages PyMySQL
 fi
+if [ "${1:-}" = "--with-nextest" ]; then
+  # the client matrix's libraries (venv, node mysql2, Connector/J): tests only
+  "$(dirname "$0")/../tests/clients/matrix/install.sh"
+fi
 if [ "${1:-}" = "--with-nextest" ] && ! cargo nextest --version >/dev/null 2>&1; then
   echo "installing cargo-nextest" >&2
   cargo install cargo-nextest --locked -q

@@ -536,3 +536,34 @@ async fn futures_join<T>(
     }
     out
 }
+
+/// The client matrix (tests/clients/matrix): PyMySQL, mysql-connector-python pure and with
+/// its C extension, mysqlclient, node mysql2 (query and execute) and MariaDB Connector/J,
+/// each run through switchyard and straight against the primary; every observation
+/// (values, types, column metadata, OK packet fields, errors, warnings) must be equal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_matrix_matches_the_primary() {
+    let p = start_default().await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/matrix/run.sh");
+    let args = vec![
+        script.to_string(),
+        format!("127.0.0.1:{}", p.listen.port()),
+        format!("{PRIMARY}:3306"),
+    ];
+    let r = run_program("bash", args, None, Duration::from_secs(600)).await;
+    let failed: Vec<&str> = r
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("CHECK ") && l.contains(" FAIL"))
+        .collect();
+    let last = r.stdout.lines().last().unwrap_or_default();
+    eprintln!("client matrix: {last}");
+    assert!(
+        r.ok() && failed.is_empty() && last.ends_with(" passed, 0 failed"),
+        "client matrix differs from the primary:\n{}\n{}\nstderr: {}",
+        failed.join("\n"),
+        last,
+        r.stderr
+    );
+    p.shutdown();
+}

@@ -188,16 +188,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 return Err(SessionEnd::Closed("bad COM_CHANGE_USER".into()));
             }
         };
-        let plugin = match cu.plugin.as_deref() {
+        let mut plugin = match cu.plugin.as_deref() {
             Some(auth::CACHING_SHA2) => auth::CACHING_SHA2,
-            _ => auth::NATIVE,
+            Some(auth::NATIVE) | None => auth::NATIVE,
+            Some(_) => "",
         };
+        let mut response = cu.auth_response.clone();
+        let mut seq = self.reply_seq;
+        if plugin.is_empty() || (response.is_empty() && self.has_password(&cu.user)) {
+            // as a server: a plugin it cannot check, or no answer yet (MySQL 8's C client
+            // sends none), gets an AuthSwitchRequest with a fresh scramble
+            self.scramble = auth::new_scramble();
+            self.io
+                .send(seq, &handshake::auth_switch(auth::NATIVE, &self.scramble))
+                .await?;
+            let p = self.io.read_packet().await?;
+            seq = p.seq.wrapping_add(1);
+            self.reply_seq = seq;
+            plugin = auth::NATIVE;
+            response = p.payload.to_vec();
+        }
         let ok = self.shared.users.get(&cu.user).is_some_and(|u| {
             auth::verify(
                 plugin,
                 &self.scramble,
                 u.password.expose().as_bytes(),
-                &cu.auth_response,
+                &response,
             )
         });
         if !ok {
@@ -206,11 +222,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 .auth_failures
                 .fetch_add(1, Ordering::Relaxed);
             tracing::warn!(user = %cu.user, "COM_CHANGE_USER authentication failed");
-            let using = if cu.auth_response.is_empty() {
-                "NO"
-            } else {
-                "YES"
-            };
+            let using = if response.is_empty() { "NO" } else { "YES" };
             let e = ClientError::AccessDenied {
                 user: cu.user,
                 host: self.host.clone(),
@@ -223,12 +235,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             return self.send_err(self.reply_seq, &e).await;
         }
         self.start_over(&cu.user, cu.database, cu.collation);
-        let mut seq = 1;
+        // the server applies IGNORE_SPACE and INTERACTIVE at connect only: a changed
+        // user's session runs with the global sql_mode and wait_timeout
+        let keep =
+            self.caps - CapabilityFlags::CLIENT_IGNORE_SPACE - CapabilityFlags::CLIENT_INTERACTIVE;
+        self.class = ConnClass::of(keep, self.class.ext());
         if plugin == auth::CACHING_SHA2 {
             seq = self.io.send(seq, &[0x01, auth::FAST_AUTH_SUCCESS]).await?;
         }
         self.io.send(seq, &ok_payload(self.flags())).await?;
         Ok(())
+    }
+
+    fn has_password(&self, user: &str) -> bool {
+        self.shared
+            .users
+            .get(user)
+            .is_some_and(|u| !u.password.expose().is_empty())
     }
 
     /// Drops all session state (a held connection is closed: its transaction rolls back).
