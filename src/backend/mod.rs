@@ -169,10 +169,12 @@ impl BackendConn {
         if !self.tracks {
             return Ok(());
         }
+        // and to say when a statement changed session state the proxy cannot see (a
+        // procedure that sets variables or creates temporary tables)
         let sql = if self.profile.mariadb {
-            "SET SESSION session_track_system_variables = CONCAT(@@session_track_system_variables, ',last_gtid')"
+            "SET SESSION session_track_system_variables = CONCAT(@@session_track_system_variables, ',last_gtid'), session_track_state_change = ON"
         } else {
-            "SET SESSION session_track_gtids = OWN_GTID"
+            "SET SESSION session_track_gtids = OWN_GTID, session_track_state_change = ON"
         };
         match self.query_ok(sql).await {
             Err(BackendError::Server(e)) => {
@@ -300,7 +302,7 @@ impl BackendConn {
     /// Brings the connection to the session's wanted state; on error the connection is
     /// left in an unknown state and must be discarded.
     pub async fn sync(&mut self, want: &ConnState) -> Result<(), BackendError> {
-        let plan = state::sync_plan(want, &self.state);
+        let plan = state::sync_plan(want, &self.state, self.profile.mariadb);
         if plan.is_empty() {
             return Ok(());
         }

@@ -17,11 +17,13 @@ pub enum Charset {
     Collation(u8),
     /// The server's global defaults (a handshake collation the server does not know).
     ServerDefault,
-    /// Chosen by SET NAMES / SET CHARACTER SET.
+    /// Chosen by SET NAMES.
     Names {
         charset: String,
         collation: Option<String>,
     },
+    /// Chosen by SET CHARACTER SET.
+    CharacterSet(String),
 }
 
 impl Charset {
@@ -39,6 +41,7 @@ impl Charset {
                 }
                 Some(format!("NAMES {} COLLATE {}", c.charset(), c.collation()))
             }
+            Charset::CharacterSet(cs) => Some(format!("CHARACTER SET {cs}")),
             Charset::Names { charset, collation } => Some(match collation {
                 Some(col) => format!("NAMES {charset} COLLATE {col}"),
                 None => format!("NAMES {charset}"),
@@ -77,8 +80,9 @@ impl SyncPlan {
     }
 }
 
-/// Plans how to bring `have` to `want`.
-pub fn sync_plan(want: &ConnState, have: &ConnState) -> SyncPlan {
+/// Plans how to bring `have` to `want`; `mariadb` names the server's transaction
+/// variables (`tx_isolation` there, `transaction_isolation` in MySQL 8).
+pub fn sync_plan(want: &ConnState, have: &ConnState, mariadb: bool) -> SyncPlan {
     let mut parts: Vec<String> = Vec::new();
     if want.charset != have.charset {
         parts.extend(want.charset.names_sql());
@@ -94,11 +98,13 @@ pub fn sync_plan(want: &ConnState, have: &ConnState) -> SyncPlan {
     let set_sql = (!parts.is_empty()).then(|| format!("SET {}", parts.join(", ")));
     // its own statement: a batch would need MULTI_STATEMENTS, which follows the client
     let transaction_sql = (want.transaction != have.transaction).then(|| {
-        let t = want
-            .transaction
-            .clone()
-            .unwrap_or_else(|| "ISOLATION LEVEL REPEATABLE READ, READ WRITE".into());
-        format!("SET SESSION TRANSACTION {t}")
+        match &want.transaction {
+            Some(t) => format!("SET SESSION TRANSACTION {t}"),
+            // back to the server's own defaults, whatever they are
+            None if mariadb => "SET SESSION tx_isolation = DEFAULT, tx_read_only = DEFAULT".into(),
+            None => "SET SESSION transaction_isolation = DEFAULT, transaction_read_only = DEFAULT"
+                .into(),
+        }
     });
     SyncPlan {
         multi_statements: want
@@ -126,7 +132,7 @@ mod tests {
             multi_statements: Some(true),
             ..ConnState::default()
         };
-        assert!(sync_plan(&s, &s.clone()).is_empty());
+        assert!(sync_plan(&s, &s.clone(), true).is_empty());
     }
 
     #[test]
@@ -145,7 +151,7 @@ mod tests {
             ..ConnState::default()
         };
         have.vars.insert("time_zone".into(), "'+01:00'".into());
-        let p = sync_plan(&want, &have);
+        let p = sync_plan(&want, &have, true);
         assert_eq!(p.init_db.as_deref(), Some("a"));
         assert_eq!(p.multi_statements, Some(false));
         assert_eq!(
@@ -161,6 +167,6 @@ mod tests {
             charset: Charset::Collation(45),
             ..ConnState::default()
         };
-        assert!(sync_plan(&want, &have).is_empty());
+        assert!(sync_plan(&want, &have, true).is_empty());
     }
 }

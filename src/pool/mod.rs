@@ -46,6 +46,8 @@ pub struct PoolStats {
 /// A connection that holds its places in the per-user and per-backend limits.
 struct Pooled {
     conn: BackendConn,
+    /// The pool's generation when it was opened: older ones are not lent again.
+    generation: u64,
     _user: OwnedSemaphorePermit,
     _backend: OwnedSemaphorePermit,
 }
@@ -74,6 +76,9 @@ pub struct UserPool {
     idle: Mutex<VecDeque<Pooled>>,
     slots: Arc<Semaphore>,
     released: Notify,
+    /// Bumped when the server's global defaults changed: connections opened before carry
+    /// stale session values and are closed instead of lent again.
+    generation: AtomicU64,
     pub stats: PoolStats,
 }
 
@@ -131,6 +136,7 @@ impl NodePools {
                 idle: Mutex::new(VecDeque::new()),
                 slots: slots.clone(),
                 released: Notify::new(),
+                generation: AtomicU64::new(0),
                 stats: PoolStats::default(),
             })
         });
@@ -302,6 +308,16 @@ impl NodePools {
             .collect()
     }
 
+    /// The server's global defaults changed (SET GLOBAL): a session lent a connection
+    /// from now on starts from the new ones. Idle connections close now, leased ones when
+    /// they come back.
+    pub fn renew(&self) {
+        for p in self.user_pools() {
+            p.generation.fetch_add(1, Ordering::Relaxed);
+        }
+        self.drain_idle();
+    }
+
     pub fn drain_idle(&self) {
         for p in self.user_pools() {
             let all: Vec<_> = p.idle.lock().drain(..).collect();
@@ -357,6 +373,7 @@ impl UserPool {
         self.stats.opened.fetch_add(1, Ordering::Relaxed);
         Ok(Pooled {
             conn,
+            generation: self.generation.load(Ordering::Relaxed),
             _user: u,
             _backend: b,
         })
@@ -411,6 +428,11 @@ impl Lease {
     /// Returns a clean connection (between commands, no transaction) to the pool.
     pub fn release(mut self) {
         if let Some(mut p) = self.pooled.take() {
+            if p.generation < self.pool.generation.load(Ordering::Relaxed) {
+                self.pool.discard(p);
+                self.pool.released.notify_one();
+                return;
+            }
             p.conn.idle_since = Instant::now();
             self.pool.idle.lock().push_back(p);
             self.pool.released.notify_one();

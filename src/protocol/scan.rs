@@ -40,6 +40,9 @@ pub struct Summary {
     /// The session's last GTID, from an OK's session state (MariaDB `last_gtid`, MySQL's
     /// own GTIDs).
     pub gtid: Option<Vec<u8>>,
+    /// The server reported a change of session state (`session_track_state_change`): user
+    /// variables, temporary tables, prepared statements, variables or schema.
+    pub state_changed: bool,
 }
 
 impl Summary {
@@ -87,6 +90,8 @@ pub struct Encoding {
     pub client_tracks: bool,
     /// The client's own session tracking includes `last_gtid` (pass it on).
     pub client_wants_gtid: bool,
+    /// The client turned `session_track_state_change` on itself (pass it on).
+    pub client_wants_state_change: bool,
 }
 
 /// The scanner for one response.
@@ -249,6 +254,7 @@ impl Scanner {
         if self.enc.backend_tracks {
             let r = retrack(head, &ok, self.enc, &mut self.rewritten);
             self.summary.gtid = r.gtid.or(self.summary.gtid.take());
+            self.summary.state_changed |= r.state_changed;
             if r.rewritten {
                 body = Body::Rewrite;
             }
@@ -293,10 +299,12 @@ impl Scanner {
 struct Retracked {
     rewritten: bool,
     gtid: Option<Vec<u8>>,
+    state_changed: bool,
 }
 
 /// Session-state tracker types (the OK packet's state block).
 const TRACK_SYSTEM_VARIABLES: u8 = 0;
+const TRACK_STATE_CHANGE: u8 = 2;
 const TRACK_GTIDS: u8 = 3;
 
 /// Reads the session state of an OK from a tracking backend: takes the GTID, and rewrites
@@ -307,6 +315,7 @@ fn retrack(p: &[u8], ok: &OkInfo, enc: Encoding, out: &mut Vec<u8>) -> Retracked
     let mut r = Retracked {
         rewritten: false,
         gtid: None,
+        state_changed: false,
     };
     let Some(fixed) = ok_fixed_len(p) else {
         return r;
@@ -332,11 +341,13 @@ fn retrack(p: &[u8], ok: &OkInfo, enc: Encoding, out: &mut Vec<u8>) -> Retracked
         let block = state.get(used..used + n as usize).unwrap_or_default();
         for (kind, data) in entries(block) {
             let gtid = entry_gtid(kind, data);
-            let ours = kind == TRACK_SYSTEM_VARIABLES && gtid.is_some();
+            let ours = (kind == TRACK_SYSTEM_VARIABLES && gtid.is_some() && !enc.client_wants_gtid)
+                || (kind == TRACK_STATE_CHANGE && !enc.client_wants_state_change);
             if gtid.is_some() {
                 r.gtid = gtid;
             }
-            if !enc.client_tracks || (ours && !enc.client_wants_gtid) {
+            r.state_changed |= kind == TRACK_STATE_CHANGE;
+            if !enc.client_tracks || ours {
                 dropped = true;
                 continue;
             }

@@ -82,11 +82,14 @@ impl PinReason {
 pub enum SessionChange {
     /// `USE db`, ``USE `db/branch` ``, `USE db/branch`.
     UseSchema(String),
-    /// `SET NAMES cs [COLLATE coll]`; `SET CHARACTER SET cs` (charset only). Lower-cased.
+    /// `SET NAMES cs [COLLATE coll]`. Lower-cased.
     SetNames {
         charset: String,
         collation: Option<String>,
     },
+    /// `SET CHARACTER SET cs` / `SET CHARSET cs`: client and results in `cs`, the
+    /// connection in the database's character set (not what SET NAMES does). Lower-cased.
+    SetCharacterSet { charset: String },
     /// A known session variable set to a literal: `name` lower-cased without scope, `value` the
     /// SQL text to replay as `SET SESSION name = value` (`'ANSI'`, `0`, `DEFAULT`).
     SetVar { name: String, value: String },
@@ -139,6 +142,8 @@ pub struct Statement {
     pub reads_insert_id: bool,
     /// `START TRANSACTION READ ONLY`: may run on a standby.
     pub read_only_transaction: bool,
+    /// `SET GLOBAL ...`: the server's defaults for new sessions change.
+    pub sets_global: bool,
     /// A SET/USE made only of replayable known changes: may run anywhere and be replayed.
     pub is_set_only: bool,
     /// `KILL [CONNECTION|QUERY] n`.
@@ -257,6 +262,7 @@ fn merge(mut a: Classified, b: Classified) -> Classified {
     st.changes.extend(next.changes);
     st.names.extend(next.names);
     st.reads_insert_id |= next.reads_insert_id;
+    st.sets_global |= next.sets_global;
     st.read_only_transaction = false;
     st.is_set_only &= next.is_set_only;
     st.kill = st.kill.or(next.kill);

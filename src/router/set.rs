@@ -122,6 +122,7 @@ pub(crate) fn classify(sql: &[u8], toks: &[Token]) -> Classified {
     }
     c.st.is_set_only =
         !acc.global && acc.pins.is_empty() && acc.unpins.is_empty() && !acc.changes.is_empty();
+    c.st.sets_global = acc.global;
     c.st.pins = acc.pins;
     c.st.unpins = acc.unpins;
     c.st.changes = acc.changes;
@@ -318,7 +319,14 @@ fn names(sql: &[u8], rest: &[Token]) -> Option<SessionChange> {
         collation = Some(charset_name(sql, rest.get(i + 1)?)?);
         i += 2;
     }
-    (i == rest.len()).then_some(SessionChange::SetNames { charset, collation })
+    if i != rest.len() {
+        return None;
+    }
+    Some(if is_names {
+        SessionChange::SetNames { charset, collation }
+    } else {
+        SessionChange::SetCharacterSet { charset }
+    })
 }
 
 fn charset_name(sql: &[u8], t: &Token) -> Option<String> {
@@ -335,7 +343,7 @@ fn transaction(sql: &[u8], toks: &[Token], scope: Option<Scope>) -> Classified {
     let mut c = Classified::primary(false);
     match scope {
         None => c.st.pins.push(PinReason::NextTransaction),
-        Some(Scope::Global) => {}
+        Some(Scope::Global) => c.st.sets_global = true,
         Some(Scope::Session) => match characteristics(sql, toks) {
             Some((isolation, read_only)) => {
                 c.st.changes.push(SessionChange::SetTransaction {

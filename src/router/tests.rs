@@ -43,6 +43,9 @@ fn expected(exp: &str) -> Statement {
                     value: value.into(),
                 });
             }
+            "charset" => st.changes.push(SessionChange::SetCharacterSet {
+                charset: val.into(),
+            }),
             "names" => {
                 let (cs, coll) = match val.split_once('/') {
                     Some((a, b)) => (a, Some(b.to_string())),
@@ -67,6 +70,7 @@ fn expected(exp: &str) -> Statement {
                 });
             }
             "lii" => st.reads_insert_id = true,
+            "global" => st.sets_global = true,
             "ro" => st.read_only_transaction = true,
             "expr" => st
                 .changes
@@ -470,8 +474,8 @@ const SETS: &[(&[u8], &str)] = &[
         b"SET NAMES UTF8MB4 COLLATE utf8mb4_0900_ai_ci",
         "P set names=utf8mb4/utf8mb4_0900_ai_ci",
     ),
-    (b"SET CHARACTER SET utf8", "P set names=utf8"),
-    (b"SET CHARSET latin1", "P set names=latin1"),
+    (b"SET CHARACTER SET utf8", "P set charset=utf8"),
+    (b"SET CHARSET latin1", "P set charset=latin1"),
     (
         b"SET NAMES utf8mb4, autocommit = 0",
         "P set names=utf8mb4 var=autocommit:0",
@@ -496,11 +500,11 @@ const SETS: &[(&[u8], &str)] = &[
     (b"SET TRANSACTION READ ONLY", "P pin=next_transaction"),
     (
         b"SET GLOBAL TRANSACTION ISOLATION LEVEL READ COMMITTED",
-        "P",
+        "P global",
     ),
-    (b"SET GLOBAL max_connections = 1000", "P"),
-    (b"SET @@global.sql_mode = 'ANSI'", "P"),
-    (b"SET PERSIST max_connections = 10", "P"),
+    (b"SET GLOBAL max_connections = 1000", "P global"),
+    (b"SET @@global.sql_mode = 'ANSI'", "P global"),
+    (b"SET PERSIST max_connections = 10", "P global"),
     (b"SET sql_log_bin = 0", "P pin=sql_log_bin"),
     (b"SET SESSION sql_log_bin = OFF", "P pin=sql_log_bin"),
     (b"SET sql_log_bin = 1", "P unpin=sql_log_bin"),
@@ -520,9 +524,9 @@ const SETS: &[(&[u8], &str)] = &[
     ),
     (
         b"SET SESSION autocommit = 1, GLOBAL wait_timeout = 10",
-        "P var=autocommit:1",
+        "P var=autocommit:1 global",
     ),
-    (b"SET GLOBAL a = 1, b = 2", "P pin=unknown_set"),
+    (b"SET GLOBAL a = 1, b = 2", "P pin=unknown_set global"),
     (b"SET NAMES DEFAULT", "P pin=unknown_set"),
     (b"SET autocommit = 1,", "P pin=unknown_set var=autocommit:1"),
     (b"SET", "P"),

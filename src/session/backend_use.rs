@@ -419,11 +419,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let thread_id = u.lease.conn_ref().thread_id;
         let node = u.node;
         drop(u);
-        self.spawn_kill_query(node, thread_id, self.user.clone());
+        self.spawn_kill_query(node, thread_id, self.user.clone(), None);
     }
 
     /// KILL QUERY on a backend thread, over a pooled connection of `user`.
-    pub(super) fn spawn_kill_query(&self, node: usize, thread_id: u32, user: String) {
+    pub(super) fn spawn_kill_query(
+        &self,
+        node: usize,
+        thread_id: u32,
+        user: String,
+        still: Option<(std::sync::Arc<super::registry::Handle>, Running)>,
+    ) {
         let Some(entry) = self.shared.topology.snapshot().node(node).cloned() else {
             return;
         };
@@ -433,6 +439,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             let Ok(mut lease) = entry.node.pools.lease(&user, class, timeout).await else {
                 return;
             };
+            if let Some((h, r)) = &still {
+                if *h.running.lock() != Some(*r) {
+                    lease.release();
+                    return; // the statement ended; its connection may serve another now
+                }
+            }
             let r = lease
                 .conn()
                 .query_ok(&format!("KILL QUERY {thread_id}"))

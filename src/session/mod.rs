@@ -317,11 +317,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             .vars
             .get("session_track_system_variables")
             .is_some_and(|v| v.to_ascii_lowercase().contains("last_gtid"));
+        let state = self
+            .want
+            .vars
+            .get("session_track_state_change")
+            .is_some_and(|v| v == "1");
         Encoding {
             deprecate_eof: !self.classic_client(),
             backend_tracks,
             client_tracks: self.caps.contains(CapabilityFlags::CLIENT_SESSION_TRACK),
             client_wants_gtid: tracked,
+            client_wants_state_change: state,
         }
     }
 

@@ -51,7 +51,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         &mut self,
         cmd: &Cmd<'_>,
         stmt: &Statement,
-        target: Target,
+        mut target: Target,
         kind: ResponseKind,
     ) -> Result<(), SessionEnd> {
         self.end_diagnostics_hold(stmt);
@@ -103,8 +103,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     return self.backend_lost(u, err, self.reply_seq).await;
                 }
                 Err(RelayError::Refused(e)) => {
-                    let retry =
-                        retries < 8 && tokio::time::Instant::now() < deadline && rerunnable(cmd);
+                    if u.standby && e.refusal() == Some(Refusal::ReadOnly) {
+                        // a read that writes after all (a stored function): the primary
+                        target = Target::Primary;
+                    }
+                    let retry = retries < 8
+                        && tokio::time::Instant::now() < deadline
+                        && self.rerunnable(cmd);
                     if !self.refused(u, &e, retry, deadline).await {
                         return self.send_err(self.reply_seq, &e.into()).await;
                     }
@@ -138,7 +143,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     client_touched: false,
                     err,
                     ..
-                }) if err.never_read() && !u.from_held && retries < 2 && rerunnable(cmd) => {
+                }) if err.never_read() && !u.from_held && retries < 2 && self.rerunnable(cmd) => {
                     // a pooled connection the server had already closed (Dolt kills them
                     // on a role change): the command never ran; another connection runs it
                     tracing::info!(error = %err, "the server had closed the connection; running the statement on another");
@@ -155,6 +160,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 }
             }
         }
+    }
+
+    fn rerunnable(&self, cmd: &Cmd<'_>) -> bool {
+        let sql = cmd
+            .exec
+            .and_then(|x| self.stmts.get(&x.id))
+            .map(|s| s.sql.clone());
+        rerunnable(cmd, sql.as_deref())
     }
 
     /// A statement refused before it took effect. Tells the topology, gives the
@@ -177,9 +190,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let held = u.from_held;
         let node = u.node;
         let kind = e.refusal();
+        // only the node the snapshot calls primary is demoted by a refusal; a standby
+        // refusing a read that writes says nothing new
+        let was_primary = topo.snapshot().primary().map(|n| n.id) == Some(node);
+        let standby = u.standby;
         match kind {
             Some(Refusal::ReadOnly) => {
-                topo.read_only(u.node);
+                if was_primary {
+                    topo.read_only(u.node);
+                }
                 if held {
                     self.finish(u);
                 } else {
@@ -191,13 +210,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 drop(u);
             }
         }
-        let again = retry && !held && (kind == Some(Refusal::Killed) || auto);
+        let again = retry && !held && (kind == Some(Refusal::Killed) || auto || standby);
         if again {
             self.shared.stats.reroutes.fetch_add(1, Ordering::Relaxed);
             // wait while the snapshot still names the refusing backend primary (the owner
             // demotes it at once; a newer snapshot may already name the true primary)
             let mut v = seen;
-            while kind == Some(Refusal::ReadOnly) && tokio::time::Instant::now() < deadline {
+            while kind == Some(Refusal::ReadOnly)
+                && was_primary
+                && tokio::time::Instant::now() < deadline
+            {
                 let snap = topo.snapshot();
                 if snap.primary().map(|n| n.id) != Some(node) {
                     break;
@@ -263,6 +285,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         resolved: &[SessionChange],
     ) -> Ended {
         self.take_status(s);
+        if s.flags()
+            .is_some_and(|f| f.contains(StatusFlags::SERVER_STATUS_DB_DROPPED))
+        {
+            // the current schema was dropped: the server's session has none now
+            self.want.schema = None;
+            u.lease.conn().state.schema = None;
+        }
         self.pins.next_statement(&stmt.pins);
         match s.status {
             Some(st) if st & StatusFlags::SERVER_STATUS_IN_TRANS.bits() == 0 => {
@@ -279,6 +308,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let warned = s.last_ok.is_some_and(|ok| ok.warnings > 0);
         if s.error.is_some() || warned {
             self.pins.add(Pin::Diagnostics);
+        }
+        if s.state_changed && unexplained_state_change(stmt, s) {
+            // a procedure or function changed session state on this connection: it is
+            // this session's now, never lent to another
+            self.pin_unknown_set();
         }
         if s.last_ok.is_some_and(|ok| ok.last_insert_id != 0) {
             let c = u.lease.conn_ref();
@@ -307,6 +341,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 self.pins.remove(Pin::Statement(*r));
             }
             ended = self.pins.apply_names(&stmt.names);
+            if stmt.sets_global {
+                self.renew_pools();
+            }
         }
         if let Some(gtid) = &s.gtid {
             self.causal = Some(super::Causal {
@@ -354,6 +391,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             }
         }
         out
+    }
+
+    /// After SET GLOBAL, pooled connections hold stale session defaults.
+    fn renew_pools(&self) {
+        for e in &self.shared.topology.snapshot().entries {
+            e.node.pools.renew();
+        }
     }
 
     fn pin_unknown_set(&mut self) {
@@ -415,11 +459,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 
 /// A statement that may run again after a refusal: one statement (a prepared one, or text
 /// without `;`), not a CALL, whose procedure may have committed before it was refused.
-fn rerunnable(cmd: &Cmd<'_>) -> bool {
-    if cmd.exec.is_some() {
-        return true;
-    }
-    let sql = cmd.payload.get(1..).unwrap_or_default();
+fn rerunnable(cmd: &Cmd<'_>, prepared_sql: Option<&[u8]>) -> bool {
+    let sql = match (cmd.exec, prepared_sql) {
+        (Some(_), Some(sql)) => sql,
+        (Some(_), None) => return false,
+        (None, _) => cmd.payload.get(1..).unwrap_or_default(),
+    };
     let body = sql.trim_ascii();
     let body = body.strip_suffix(b";").unwrap_or(body);
     router::first_keyword(sql).as_bytes() != b"CALL" && !body.contains(&b';')
@@ -482,6 +527,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     }
 }
 
+/// A change of session state that the statement's classification does not account for.
+fn unexplained_state_change(stmt: &Statement, s: &Summary) -> bool {
+    let dropped_db = s
+        .flags()
+        .is_some_and(|f| f.contains(StatusFlags::SERVER_STATUS_DB_DROPPED));
+    stmt.changes.is_empty()
+        && stmt.pins.is_empty()
+        && stmt.names.is_empty()
+        && !stmt.is_set_only
+        && !stmt.sets_global
+        && !dropped_db
+}
+
 /// A server's value as SQL text to replay: a number as it is, anything else quoted.
 fn sql_literal(v: &[u8]) -> String {
     let text = String::from_utf8_lossy(v);
@@ -505,6 +563,18 @@ pub(super) fn apply_change(state: &mut ConnState, c: &SessionChange) {
                 charset: charset.clone(),
                 collation: collation.clone(),
             };
+            for v in CHARSET_VARS {
+                state.vars.remove(v); // SET NAMES sets them all
+            }
+        }
+        SessionChange::SetCharacterSet { charset } => {
+            state.charset = Charset::CharacterSet(charset.clone());
+            for v in CHARSET_VARS {
+                state.vars.remove(v);
+            }
+        }
+        SessionChange::SetVar { name, value } if transaction_var(name).is_some() => {
+            set_transaction_var(state, name, value);
         }
         SessionChange::SetVar { name, value } if value.eq_ignore_ascii_case("DEFAULT") => {
             state.vars.remove(name);
@@ -532,6 +602,54 @@ pub(super) fn apply_change(state: &mut ConnState, c: &SessionChange) {
             merge_transaction(state, parts);
         }
     }
+}
+
+/// The variables SET NAMES and SET CHARACTER SET set together.
+const CHARSET_VARS: [&str; 4] = [
+    "character_set_client",
+    "character_set_results",
+    "character_set_connection",
+    "collation_connection",
+];
+
+/// `tx_isolation` / `transaction_isolation` (true) and `tx_read_only` /
+/// `transaction_read_only` (false): the same state as SET SESSION TRANSACTION.
+fn transaction_var(name: &str) -> Option<bool> {
+    match name {
+        "tx_isolation" | "transaction_isolation" => Some(true),
+        "tx_read_only" | "transaction_read_only" => Some(false),
+        _ => None,
+    }
+}
+
+/// A transaction variable set by name, tracked as SET SESSION TRANSACTION's state.
+fn set_transaction_var(state: &mut ConnState, name: &str, value: &str) {
+    let v = value
+        .trim_matches('\'')
+        .to_ascii_uppercase()
+        .replace('-', " ");
+    let isolation = transaction_var(name) == Some(true);
+    let keep_other = |s: &ConnState| {
+        s.transaction
+            .as_deref()
+            .unwrap_or_default()
+            .split(", ")
+            .filter(|p| !p.is_empty() && p.starts_with("ISOLATION") != isolation)
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let mut parts = keep_other(state);
+    if v != "DEFAULT" {
+        parts.push(if isolation {
+            format!("ISOLATION LEVEL {v}")
+        } else if v == "1" || v == "ON" {
+            "READ ONLY".into()
+        } else {
+            "READ WRITE".into()
+        });
+    }
+    parts.sort_by_key(|p| !p.starts_with("ISOLATION"));
+    state.transaction = (!parts.is_empty()).then(|| parts.join(", "));
 }
 
 /// Keeps both characteristics when a later SET SESSION TRANSACTION names only one.

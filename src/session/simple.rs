@@ -152,7 +152,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
         let running = *h.running.lock();
         if let Some(r) = running {
-            self.spawn_kill_query(r.node, r.thread_id, owner);
+            // only while the target still runs there: its connection may move on to a
+            // stranger's statement before the KILL gets out
+            self.spawn_kill_query(r.node, r.thread_id, owner, Some((h.clone(), r)));
         }
         if !query_only {
             if h.id == self.handle.id {
