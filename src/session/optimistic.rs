@@ -117,12 +117,21 @@ fn ends_plainly(sql: &[u8]) -> bool {
 
 /// A plain BEGIN / START TRANSACTION that may open on a standby.
 fn deferrable_begin(stmt: &Statement, sql: &[u8]) -> bool {
-    if !stmt.begins_transaction || crate::router::first_keyword(sql).as_bytes() == b"XA" {
+    if !stmt.begins_transaction || stmt.hint.is_some() {
         return false;
     }
-    let upper: Vec<u8> = sql.iter().map(|b| b.to_ascii_uppercase()).collect();
-    let body = upper.strip_suffix(b";").unwrap_or(&upper);
-    !body.contains(&b';') && !body.windows(10).any(|x| x == b"READ WRITE")
+    // only a plain BEGIN: WITH CONSISTENT SNAPSHOT must take its snapshot now, READ
+    // WRITE / READ ONLY say where it belongs, XA and chains are not deferred
+    let text = String::from_utf8_lossy(sql).to_ascii_uppercase();
+    let words: Vec<&str> = text
+        .trim()
+        .trim_end_matches(';')
+        .split_ascii_whitespace()
+        .collect();
+    matches!(
+        words.as_slice(),
+        ["BEGIN"] | ["BEGIN", "WORK"] | ["START", "TRANSACTION"]
+    )
 }
 
 /// A statement a standby may run inside a speculative transaction. Reads of server
@@ -187,7 +196,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 overflow,
             } => {
                 let sql = self.cmd_sql(cmd);
-                if plain_read(stmt, &sql) || ends_plainly(&sql) {
+                // a cursor or long data ties the statement to one connection: not here
+                let bound = cmd.exec.is_some_and(|x| {
+                    x.cursor || self.pins.contains(super::pins::Pin::LongData(x.id))
+                });
+                if !bound && (plain_read(stmt, &sql) || ends_plainly(&sql)) {
                     self.spec = Spec::Running {
                         begin,
                         first,
@@ -403,8 +416,8 @@ mod tests {
             ("BEGIN", true),
             ("begin work;", true),
             ("START TRANSACTION", true),
-            ("START TRANSACTION READ ONLY", true),
-            ("START TRANSACTION WITH CONSISTENT SNAPSHOT", true),
+            ("START TRANSACTION READ ONLY", false),
+            ("START TRANSACTION WITH CONSISTENT SNAPSHOT", false),
             ("START TRANSACTION READ WRITE", false),
             ("BEGIN; SELECT 1", false),
             ("XA START 'x'", false),

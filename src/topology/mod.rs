@@ -46,6 +46,9 @@ pub struct Entry {
     pub healthy: bool,
     /// Within the maximum replication lag.
     pub lag_ok: bool,
+    /// What a Dolt primary reports of its standbys' lag: (standby remote, lag in ms). Dolt
+    /// standbys report none of their own.
+    pub reported_lags: Vec<(String, Option<u64>)>,
     /// The first probe has finished.
     pub checked: bool,
     pub last_error: Option<String>,
@@ -65,6 +68,7 @@ impl Entry {
             epoch: None,
             healthy: true,
             lag_ok: true,
+            reported_lags: Vec::new(),
             checked: false,
             last_error: None,
             drained: false,

@@ -128,10 +128,13 @@ impl Owner {
         match u {
             Update::Probe { id, result } => {
                 let max_lag = self.factory.max_lag;
-                s.entries
+                let changed = s
+                    .entries
                     .iter_mut()
                     .find(|e| e.node.id == id)
-                    .is_some_and(|e| apply_probe(e, result, max_lag))
+                    .is_some_and(|e| apply_probe(e, result, max_lag));
+                let dolt = self.factory.probe.kind == crate::config::BackendKind::Dolt;
+                changed | (dolt && dolt_standby_lags(s, max_lag))
             }
             Update::Suspect { id, error } => {
                 tracing::debug!(backend = id, %error, "passive failure signal");
@@ -236,6 +239,43 @@ fn demote(e: &mut Entry) -> bool {
     true
 }
 
+/// Dolt standbys report no lag of their own: each takes the lag the primary reports for
+/// it (its row names the standby remote; a remote named after the backend, or the largest
+/// lag reported when no row names it). True when a standby's standing changed.
+pub(super) fn dolt_standby_lags(s: &mut Snapshot, max_lag: Option<Duration>) -> bool {
+    let Some(max) = max_lag else {
+        return false;
+    };
+    let Some(reports) = s
+        .entries
+        .iter()
+        .find(|e| e.role == Some(Role::Primary))
+        .map(|e| e.reported_lags.clone())
+        .filter(|r| !r.is_empty())
+    else {
+        return false;
+    };
+    let worst = reports
+        .iter()
+        .map(|r| r.1)
+        .try_fold(0u64, |acc, l| l.map(|l| acc.max(l)));
+    let mut changed = false;
+    for e in s
+        .entries
+        .iter_mut()
+        .filter(|e| e.role == Some(Role::Standby))
+    {
+        let own = reports
+            .iter()
+            .find(|(remote, _)| e.key.eq_ignore_ascii_case(remote))
+            .map_or(worst, |r| r.1);
+        let ok = own.is_some_and(|ms| ms <= max.as_millis() as u64);
+        changed |= ok != e.lag_ok;
+        e.lag_ok = ok;
+    }
+    changed
+}
+
 pub(super) fn apply_probe(
     e: &mut Entry,
     result: Result<Probed, String>,
@@ -250,6 +290,7 @@ pub(super) fn apply_probe(
             e.healthy = true;
             e.last_error = None;
             e.epoch = p.epoch;
+            e.reported_lags = p.reported_lags;
             e.lag_ok = match (max_lag, p.lag_ms) {
                 (None, _) => true,
                 (Some(max), Some(ms)) => ms <= max.as_millis() as u64,

@@ -26,13 +26,15 @@ pub struct ProbeParams {
 }
 
 /// What one probe found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Probed {
     /// Primary or Standby.
     pub role: Role,
     pub epoch: Option<u64>,
     /// Replication lag of a standby; None: unknown (replication stopped or broken).
     pub lag_ms: Option<u64>,
+    /// A Dolt primary's report of its standbys' lag (standby remote, ms).
+    pub reported_lags: Vec<(String, Option<u64>)>,
 }
 
 /// Probes one backend until the owner goes away.
@@ -136,10 +138,20 @@ async fn query_role(c: &mut Conn, p: &ProbeParams) -> Result<Probed, mysql_async
     } else {
         Some(0)
     };
+    // Dolt reports replication lag on the primary, one row per standby
+    let reported_lags = if p.lag && role == Role::Primary && p.kind == BackendKind::Dolt {
+        c.query::<(String, Option<u64>), _>(
+            "SELECT standby_remote, replication_lag_millis FROM dolt_cluster.dolt_cluster_status",
+        )
+        .await?
+    } else {
+        Vec::new()
+    };
     Ok(Probed {
         role,
         epoch,
         lag_ms,
+        reported_lags,
     })
 }
 

@@ -48,6 +48,7 @@ fn probed(role: Role, epoch: Option<u64>) -> Result<Probed, String> {
         role,
         epoch,
         lag_ms: Some(0),
+        reported_lags: Vec::new(),
     })
 }
 
@@ -140,6 +141,7 @@ fn lagging_standbys_leave_the_rotation() {
             role: Role::Standby,
             epoch: None,
             lag_ms: Some(2000),
+            reported_lags: Vec::new(),
         }),
         max,
     );
@@ -150,6 +152,7 @@ fn lagging_standbys_leave_the_rotation() {
             role: Role::Standby,
             epoch: None,
             lag_ms: None,
+            reported_lags: Vec::new(),
         }),
         max,
     );
@@ -160,6 +163,7 @@ fn lagging_standbys_leave_the_rotation() {
             role: Role::Standby,
             epoch: None,
             lag_ms: Some(100),
+            reported_lags: Vec::new(),
         }),
         max,
     );
@@ -184,4 +188,41 @@ fn a_claim_without_an_epoch_makes_several_claims_undecidable_in_any_order() {
         .primary()
         .is_none());
     assert!(snap(vec![b, a, c]).primary().is_none());
+}
+
+#[test]
+fn dolt_standbys_take_the_lag_their_primary_reports() {
+    let max = Some(Duration::from_millis(500));
+    let mut s = snap(vec![
+        entry(0, Role::Primary, None),
+        entry(1, Role::Standby, None),
+        entry(2, Role::Standby, None),
+    ]);
+    for e in &mut s.entries {
+        e.key = format!("dolt-{}", e.node.id);
+    }
+    // a Dolt standby's own lag is NULL: on its own it would leave the rotation
+    let standby = |lag| {
+        Ok(Probed {
+            role: Role::Standby,
+            epoch: Some(1),
+            lag_ms: lag,
+            reported_lags: Vec::new(),
+        })
+    };
+    apply_probe(&mut s.entries[1], standby(None), max);
+    assert!(!s.entries[1].lag_ok);
+    s.entries[0].reported_lags = vec![("dolt-1".into(), Some(20)), ("dolt-2".into(), Some(9000))];
+    assert!(super::owner::dolt_standby_lags(&mut s, max));
+    assert!(s.entries[1].lag_ok, "its own row: 20 ms");
+    assert!(!s.entries[2].lag_ok, "its own row: 9 s");
+    s.entries[0].reported_lags = vec![("standby".into(), Some(10))];
+    super::owner::dolt_standby_lags(&mut s, max);
+    assert!(
+        s.entries[1].lag_ok && s.entries[2].lag_ok,
+        "no row names them: the largest lag"
+    );
+    s.entries[0].reported_lags = vec![("standby".into(), None)];
+    super::owner::dolt_standby_lags(&mut s, max);
+    assert!(!s.entries[1].lag_ok, "an unknown lag counts as lagging");
 }
