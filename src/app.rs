@@ -262,6 +262,7 @@ fn session_limits(cfg: &Config) -> SessionLimits {
         idle_timeout: (cfg.server.client_idle_timeout_s > 0)
             .then(|| Duration::from_secs(cfg.server.client_idle_timeout_s)),
         max_statements: 16_382,
+        max_statement_bytes: cfg.server.max_session_statement_bytes,
         write_hold: Duration::from_millis(cfg.topology.write_hold_ms),
         optimistic: cfg.routing.optimistic_transactions,
     }

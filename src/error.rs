@@ -47,6 +47,8 @@ pub enum ClientError {
     TooManyStatements(usize),
     #[error("Unknown command")]
     UnknownOption,
+    #[error("Out of memory; restart server and try again (needed {0} bytes)")]
+    OutOfMemory(usize),
     #[error("The statement ({0}) has no open cursor")]
     NoCursor(u32),
     #[error("Connection was killed")]
@@ -87,6 +89,7 @@ impl ClientError {
             KillDenied(_) => (1095, b"HY000"),
             TooManyStatements(_) => (1461, b"42000"),
             UnknownOption => (1047, b"08S01"),
+            OutOfMemory(_) => (1037, b"HY001"),
             NoCursor(_) => (1421, b"HY000"),
             ConnectionKilled => (1927, b"70100"),
             OptimisticConflict => (1213, b"40001"),

@@ -1202,3 +1202,51 @@ async fn a_procedure_that_changes_session_state_keeps_its_connection() {
     assert_eq!(own, Some(42), "the caller's own variable");
     assert_eq!(temp, Ok(Some(0)), "the caller's temporary table");
 }
+
+/// Memory per session is bounded in bytes: prepared statements whose SQL text would pass
+/// `server.max_session_statement_bytes` are refused with 1037 (HY001), the session goes on,
+/// and closing a statement makes room again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_statements_are_bounded_in_bytes() {
+    let p = start(config(|c| c.server.max_session_statement_bytes = 4096)).await;
+    let mut c = connect(&p, "strict").await;
+    let pad = "x".repeat(1500);
+    let sql = |i: usize| format!("SELECT {i} AS n, '{pad}' AS pad");
+    let a = c.prep(sql(1)).await.unwrap();
+    let _b = c.prep(sql(2)).await.unwrap();
+    let e = c.prep(sql(3)).await.unwrap_err();
+    let code = match &e {
+        mysql_async::Error::Server(s) => (s.code, s.state.clone()),
+        other => panic!("not a server error: {other}"),
+    };
+    assert_eq!(code, (1037, "HY001".to_string()), "{e}");
+    let one: u32 = c.query_first("SELECT 1").await.unwrap().unwrap();
+    assert_eq!(one, 1, "the session goes on");
+    c.close(a).await.unwrap();
+    c.prep(sql(3)).await.expect("room again after a close");
+    drop(c);
+    p.shutdown();
+}
+
+/// `CREATE DATABASE d; USE d` right after it: the USE runs on a standby (a SET-like
+/// statement), which must have applied the session's CREATE first (read your writes), or
+/// the client gets 1049 where the primary would give none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn use_of_a_database_just_created_finds_it() {
+    let p = start_default().await;
+    let mut c = connect(&p, "app").await;
+    let db = format!("fid_new_{}", std::process::id());
+    for i in 0..10 {
+        let name = format!("{db}_{i}");
+        c.query_drop(format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap();
+        c.query_drop(format!("USE {name}"))
+            .await
+            .unwrap_or_else(|e| panic!("USE right after CREATE DATABASE: {e}"));
+        c.query_drop("USE sbtest").await.unwrap();
+        c.query_drop(format!("DROP DATABASE {name}")).await.unwrap();
+    }
+    drop(c);
+    p.shutdown();
+}

@@ -36,6 +36,8 @@ pub struct ServerConfig {
     pub handshake_timeout_ms: u64,
     /// Largest client packet (a command) accepted, in bytes.
     pub max_packet_bytes: usize,
+    /// SQL text one session's prepared statements may hold together, in bytes.
+    pub max_session_statement_bytes: usize,
     /// How long a client may sit idle between commands before it is closed (0: forever).
     pub client_idle_timeout_s: u64,
     /// On SIGTERM: how long transactions in flight may take to finish.
@@ -51,6 +53,7 @@ impl Default for ServerConfig {
             max_client_connections: 4096,
             handshake_timeout_ms: 10_000,
             max_packet_bytes: 64 << 20,
+            max_session_statement_bytes: 64 << 20,
             client_idle_timeout_s: 0,
             shutdown_timeout_s: 30,
         }

@@ -38,13 +38,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         if self.policy == RoutePolicy::Primary || !self.autocommit() || self.in_transaction() {
             return Target::Primary;
         }
+        if self.read_your_writes() {
+            // a recent write on a backend without GTIDs (Dolt): even `USE db/branch` of a
+            // branch just made must find it
+            return Target::Primary;
+        }
         if stmt.read_only_transaction {
             return Target::Standby; // a READ ONLY transaction: the safe way to scale reads
         }
         if stmt.is_set_only && stmt.pins.is_empty() && stmt.kill.is_none() {
             return Target::Standby; // validated by a server, replayed on every later lease
         }
-        if stmt.target == Target::Primary || stmt.same_connection || self.read_your_writes() {
+        if stmt.target == Target::Primary || stmt.same_connection {
             return Target::Primary;
         }
         Target::Standby

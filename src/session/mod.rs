@@ -49,6 +49,8 @@ pub struct SessionLimits {
     pub causal_timeout: Duration,
     pub idle_timeout: Option<Duration>,
     pub max_statements: usize,
+    /// SQL bytes a session's prepared statements may hold together.
+    pub max_statement_bytes: usize,
     /// How long a statement bound for the primary waits while there is none.
     pub write_hold: Duration,
     /// Plain BEGIN opens where the first statement belongs (see session/optimistic.rs).
