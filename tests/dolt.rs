@@ -171,3 +171,43 @@ async fn change_user_works_although_dolt_lacks_it() {
     .expect("re-authenticated by the proxy");
     c.query_drop("INSERT INTO t VALUES (1)").await.unwrap();
 }
+
+/// Dolt reports no GTIDs, so read-your-writes falls back to a window: after a write, the
+/// session's next statements stay on the primary for `routing.read_your_writes_ms`, the
+/// SET-like ones too (`USE db/branch` of a branch the session just made with
+/// `CALL dolt_branch`, which a standby may not have yet).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_gtids_a_write_keeps_the_sessions_next_statements_on_the_primary() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let a = Dolt::start("primary", 1).await;
+    let b = Dolt::start("standby", 1).await;
+    let p = proxy(&a, &b, 300).await;
+    wait_topology(&p, "n1 primary, n2 standby", |s| {
+        primary_is(&p, "n1") && s.standby(None, 0).is_some()
+    })
+    .await;
+    let mut c = connect(&p, "app").await;
+    let stats = &p.shared.stats;
+    let standby0 = stats.standby_reads.load(Relaxed);
+    c.query_drop("USE sbtest").await.unwrap();
+    assert_eq!(
+        stats.standby_reads.load(Relaxed) - standby0,
+        1,
+        "before any write a USE runs on a standby"
+    );
+    c.query_drop("INSERT INTO t VALUES (1)").await.unwrap();
+    let (standby1, primary1) = (
+        stats.standby_reads.load(Relaxed),
+        stats.primary_statements.load(Relaxed),
+    );
+    c.query_drop("USE sbtest").await.unwrap();
+    c.query_drop("SELECT 1").await.unwrap();
+    assert_eq!(
+        (
+            stats.standby_reads.load(Relaxed) - standby1,
+            stats.primary_statements.load(Relaxed) - primary1
+        ),
+        (0, 2),
+        "right after the write both run on the primary"
+    );
+}
