@@ -203,23 +203,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         );
         let backend = self.node_name(h.node);
         drop(h);
+        Err(self.lose_connection(backend, "it is no longer the primary".into()))
+    }
+
+    /// The one path for a held or running connection that is gone (its backend died or
+    /// stopped being primary): what the client is told, and the session's state after it.
+    /// A transaction is lost (only ROLLBACK or a new BEGIN until it ends); state that
+    /// cannot be rebuilt elsewhere (temp tables, locks, variables) closes the session.
+    fn lose_connection(&mut self, backend: String, detail: String) -> ClientError {
+        self.spec = super::optimistic::Spec::Off;
         let in_txn = self.in_transaction();
         self.status &= !StatusFlags::SERVER_STATUS_IN_TRANS.bits();
-        self.spec = super::optimistic::Spec::Off;
         if let Some(what) = self.pins.unrecoverable() {
             self.closing = true;
-            return Err(ClientError::SessionStateLost(what));
+            return ClientError::SessionStateLost(what);
         }
         self.pins.clear();
         self.txn_lost = in_txn;
-        Err(if in_txn {
+        if in_txn {
             ClientError::TransactionLost
         } else {
-            ClientError::BackendLost {
-                backend,
-                detail: "it is no longer the primary".into(),
-            }
-        })
+            ClientError::BackendLost { backend, detail }
+        }
     }
 
     /// A backend for `target`, waiting (up to `deadline`) for a snapshot that has one.
@@ -386,27 +391,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         tracing::warn!(backend = %name, error = %err, "backend connection lost during a command");
         self.shared.topology.suspect(u.node, err.to_string());
         drop(u);
-        self.spec = super::optimistic::Spec::Off;
-        let in_txn = self.in_transaction();
-        self.status &= !StatusFlags::SERVER_STATUS_IN_TRANS.bits();
-        if let Some(what) = self.pins.unrecoverable() {
-            self.send_err(seq, &ClientError::SessionStateLost(what))
-                .await?;
-            return Err(SessionEnd::Closed(format!("lost {what}")));
+        let e = self.lose_connection(name, err.to_string());
+        self.send_err(seq, &e).await?;
+        if self.closing {
+            return Err(SessionEnd::Closed(format!("lost {e}")));
         }
-        self.pins.clear();
-        if in_txn {
-            self.txn_lost = true;
-            return self.send_err(seq, &ClientError::TransactionLost).await;
-        }
-        self.send_err(
-            seq,
-            &ClientError::BackendLost {
-                backend: name,
-                detail: err.to_string(),
-            },
-        )
-        .await
+        Ok(())
     }
 
     pub(super) fn node_name(&self, id: usize) -> String {

@@ -134,6 +134,33 @@ fn deferrable_begin(stmt: &Statement, sql: &[u8]) -> bool {
     )
 }
 
+/// A read whose reply depends only on the data: no clock, random or id functions, no
+/// `LIMIT` without `ORDER BY`, no SHOW. Anything else would differ when replayed on the
+/// primary, and the client would get an error the primary never returns.
+fn deterministic(sql: &[u8]) -> bool {
+    const VOLATILE: [&[u8]; 14] = [
+        b"NOW",
+        b"RAND",
+        b"UUID",
+        b"SYSDATE",
+        b"CURRENT_TIMESTAMP",
+        b"CURRENT_TIME",
+        b"CURRENT_DATE",
+        b"CURDATE",
+        b"CURTIME",
+        b"UNIX_TIMESTAMP",
+        b"UTC_TIMESTAMP",
+        b"LOCALTIME",
+        b"CONNECTION_ID",
+        b"SLEEP",
+    ];
+    let upper: Vec<u8> = sql.iter().map(u8::to_ascii_uppercase).collect();
+    let has = |w: &[u8]| upper.windows(w.len()).any(|x| x == w);
+    let limit_unordered = has(b"LIMIT") && !has(b"ORDER BY");
+    let show = crate::router::first_keyword(sql).as_bytes() == b"SHOW";
+    !show && !limit_unordered && !VOLATILE.iter().any(|w| has(w))
+}
+
 /// A statement a standby may run inside a speculative transaction. Reads of server
 /// state (`@@variables`, CONNECTION_ID()) differ between servers whatever the data: a
 /// transaction that asks them is asking the server it transacts with, the primary.
@@ -144,6 +171,7 @@ fn plain_read(stmt: &Statement, sql: &[u8]) -> bool {
             .windows(13)
             .any(|w| w.iter().map(upper).eq(b"CONNECTION_ID".iter().copied()));
     !server_state
+        && deterministic(sql)
         && stmt.target == Target::Standby
         && !stmt.same_connection
         && stmt.pins.is_empty()
@@ -428,6 +456,21 @@ mod tests {
                 want,
                 "{sql}"
             );
+        }
+    }
+
+    #[test]
+    fn volatile_reads_are_not_deferred() {
+        for (sql, want) in [
+            ("SELECT c FROM t WHERE id = 1", true),
+            ("SELECT c FROM t ORDER BY id LIMIT 3", true),
+            ("SELECT c FROM t LIMIT 3", false),
+            ("SELECT NOW(), c FROM t", false),
+            ("select rand() from t", false),
+            ("SELECT UUID()", false),
+            ("SHOW TABLES", false),
+        ] {
+            assert_eq!(deterministic(sql.as_bytes()), want, "{sql}");
         }
     }
 
