@@ -260,10 +260,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         self.spec = super::optimistic::Spec::Off;
         self.pins.clear();
         self.stmts.clear();
-        self.txn_lost = false;
+        self.txn.reset();
         self.last_conn = None;
         self.last_write = None;
-        self.status = StatusFlags::SERVER_STATUS_AUTOCOMMIT.bits();
         self.user = user.to_string();
         self.policy = self
             .shared

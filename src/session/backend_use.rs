@@ -15,7 +15,7 @@ use crate::config::RoutePolicy;
 use crate::error::ClientError;
 use crate::pool::{Lease, PoolError};
 use crate::protocol::scan::{Encoding, ResponseKind, Scanner, Summary};
-use crate::protocol::{ProtoError, StatusFlags};
+use crate::protocol::ProtoError;
 use crate::router::{self, Target};
 
 /// A backend connection in use for one command.
@@ -212,14 +212,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// cannot be rebuilt elsewhere (temp tables, locks, variables) closes the session.
     fn lose_connection(&mut self, backend: String, detail: String) -> ClientError {
         self.spec = super::optimistic::Spec::Off;
-        let in_txn = self.in_transaction();
-        self.status &= !StatusFlags::SERVER_STATUS_IN_TRANS.bits();
+        let in_txn = self.txn.lose_connection();
         if let Some(what) = self.pins.unrecoverable() {
             self.closing = true;
             return ClientError::SessionStateLost(what);
         }
         self.pins.clear();
-        self.txn_lost = in_txn;
         if in_txn {
             ClientError::TransactionLost
         } else {
@@ -367,7 +365,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// Takes the status flags of a response as the session's own.
     pub(super) fn take_status(&mut self, s: &Summary) {
         if let Some(st) = s.status {
-            self.status = st;
+            self.txn.server_says(st);
         }
         if let Some(ok) = s.last_ok {
             if ok.last_insert_id != 0 {

@@ -10,6 +10,7 @@ mod prepared;
 mod query;
 pub mod registry;
 mod simple;
+mod txn;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -95,8 +96,8 @@ pub struct Session<S> {
     scramble: [u8; 20],
     /// The backend state this session expects (schema, charset, variables).
     want: ConnState,
-    /// Session status flags as the server last reported them (autocommit, in transaction).
-    status: u16,
+    /// Autocommit, in transaction, a transaction lost with its connection.
+    txn: txn::TxnState,
     held: Option<Held>,
     pins: Pins,
     last_write: Option<Instant>,
@@ -107,7 +108,6 @@ pub struct Session<S> {
     last_insert_id: u64,
     /// The connection that holds `last_insert_id` as its own (node, thread id).
     last_insert_conn: Option<(usize, u32, u64)>,
-    txn_lost: bool,
     stmts: HashMap<u32, ClientStmt>,
     next_stmt: u32,
     /// Optimistic transaction state.
@@ -199,7 +199,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             reply_seq: 1,
             scramble: ok.scramble,
             want: ok.want,
-            status: StatusFlags::SERVER_STATUS_AUTOCOMMIT.bits(),
+            txn: txn::TxnState::default(),
             held: None,
             pins: Pins::default(),
             last_write: None,
@@ -207,7 +207,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             last_conn: None,
             last_insert_id: 0,
             last_insert_conn: None,
-            txn_lost: false,
             stmts: HashMap::new(),
             next_stmt: 1,
             spec: optimistic::Spec::Off,
@@ -296,16 +295,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 
     /// The flags an OK written by the proxy carries: the session's real state.
     fn flags(&self) -> StatusFlags {
-        let keep = StatusFlags::SERVER_STATUS_AUTOCOMMIT | StatusFlags::SERVER_STATUS_IN_TRANS;
-        StatusFlags::from_bits_truncate(self.status) & keep
+        self.txn.flags()
     }
 
     fn in_transaction(&self) -> bool {
-        self.flags().contains(StatusFlags::SERVER_STATUS_IN_TRANS)
+        self.txn.in_transaction()
     }
 
     fn autocommit(&self) -> bool {
-        self.flags().contains(StatusFlags::SERVER_STATUS_AUTOCOMMIT)
+        self.txn.autocommit()
     }
 
     fn classic_client(&self) -> bool {

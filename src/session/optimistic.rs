@@ -19,7 +19,6 @@ use crate::backend::relay::Discard;
 use crate::error::ClientError;
 use crate::protocol::packet::PacketStream;
 use crate::protocol::scan::ResponseKind;
-use crate::protocol::StatusFlags;
 use crate::router::{Statement, Target};
 
 /// Reads kept for a replay, at most.
@@ -257,7 +256,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             return Ok(false);
         }
         self.spec = Spec::Pending(sql);
-        self.status |= StatusFlags::SERVER_STATUS_IN_TRANS.bits();
+        self.txn.begin_deferred();
         self.send_ok().await?;
         Ok(true)
     }
@@ -271,7 +270,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     ) -> Result<bool, SessionEnd> {
         let sql = self.cmd_sql(cmd);
         if ends_plainly(&sql) {
-            self.status &= !StatusFlags::SERVER_STATUS_IN_TRANS.bits();
+            self.txn.end_deferred();
             self.send_ok().await?;
             return Ok(true);
         }
@@ -284,7 +283,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         };
         let opened = self.open_on(target, &begin).await;
         let Some(u) = opened else {
-            self.status &= !StatusFlags::SERVER_STATUS_IN_TRANS.bits();
+            self.txn.end_deferred();
             let e = ClientError::BackendUnavailable {
                 role: "reachable",
                 detail: String::new(),
@@ -314,7 +313,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let mut u = self.acquire(target, None).await.ok()?;
         let sql = String::from_utf8_lossy(begin).into_owned();
         let ok = u.lease.conn().query_ok(&sql).await.ok()?;
-        self.status = ok.status;
+        self.txn.server_says(ok.status);
         Some(u)
     }
 
@@ -356,7 +355,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     .stats
                     .optimistic_failed
                     .fetch_add(1, Ordering::Relaxed);
-                self.status &= !StatusFlags::SERVER_STATUS_IN_TRANS.bits();
+                self.txn.end_deferred();
                 self.send_err(self.reply_seq, &ClientError::OptimisticConflict)
                     .await?;
                 Ok(true)

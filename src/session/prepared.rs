@@ -100,7 +100,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     }
 
     pub(super) async fn stmt_execute(&mut self, p: &[u8]) -> Result<(), SessionEnd> {
-        if self.txn_lost && !self.lost_transaction_gate(None).await? {
+        if self.txn.lost() && !self.lost_transaction_gate(None).await? {
             return Ok(());
         }
         let Some((id, _, class, params)) = self.lookup(p) else {

@@ -6,6 +6,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::backend_use::InUse;
 use super::command::Cmd;
 use super::pins::{Ended, Pin};
+use super::txn::Gate;
 use super::{Session, SessionEnd};
 use std::sync::atomic::Ordering;
 
@@ -22,7 +23,7 @@ use crate::router::{self, SessionChange, Statement, Target};
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     pub(super) async fn com_query(&mut self, p: &[u8]) -> Result<(), SessionEnd> {
         let sql = &p[1..];
-        if self.txn_lost && !self.lost_transaction_gate(Some(sql)).await? {
+        if self.txn.lost() && !self.lost_transaction_gate(Some(sql)).await? {
             return Ok(());
         }
         let stmt = if self.caps.contains(CapabilityFlags::CLIENT_MULTI_STATEMENTS) {
@@ -441,19 +442,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             Some(sql) => (router::first_keyword(sql), router::classify(sql)),
             None => (router::first_keyword(b""), Statement::default()),
         };
-        if kw.as_bytes() == b"ROLLBACK" && !stmt.begins_transaction {
-            self.txn_lost = false;
-            self.status &= !StatusFlags::SERVER_STATUS_IN_TRANS.bits();
-            self.send_ok().await?;
-            return Ok(false);
+        let rollback = kw.as_bytes() == b"ROLLBACK" && !stmt.begins_transaction;
+        let begins = stmt.begins_transaction && matches!(kw.as_bytes(), b"BEGIN" | b"START");
+        match self.txn.gate(rollback, begins) {
+            Gate::Run => Ok(true),
+            Gate::AnswerOk => {
+                self.send_ok().await?;
+                Ok(false)
+            }
+            Gate::Refuse => {
+                self.send_err(self.reply_seq, &ClientError::InLostTransaction)
+                    .await?;
+                Ok(false)
+            }
         }
-        if stmt.begins_transaction && matches!(kw.as_bytes(), b"BEGIN" | b"START") {
-            self.txn_lost = false;
-            return Ok(true);
-        }
-        self.send_err(self.reply_seq, &ClientError::InLostTransaction)
-            .await?;
-        Ok(false)
     }
 }
 

@@ -10,7 +10,6 @@ use crate::error::ClientError;
 use crate::protocol::command as cmd;
 use crate::protocol::messages::{eof_payload, ok_payload_with, OkInfo};
 use crate::protocol::scan::ResponseKind;
-use crate::protocol::StatusFlags;
 use crate::router::{SessionChange, Statement, Target};
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
@@ -107,9 +106,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         self.pins.clear();
         self.spec = super::optimistic::Spec::Off;
         self.stmts.clear();
-        self.txn_lost = false;
+        self.txn.reset();
         self.last_conn = None;
-        self.status = StatusFlags::SERVER_STATUS_AUTOCOMMIT.bits();
         let keep = (
             self.want.schema.take(),
             self.want.charset.clone(),
