@@ -154,6 +154,38 @@ pub struct Statement {
     pub hint: Option<hint::Hint>,
 }
 
+/// What of a session decides where its next statement runs (pure data: `route` needs no
+/// socket, pool or topology).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Context {
+    /// The user's policy sends everything to the primary.
+    pub primary_only: bool,
+    pub autocommit: bool,
+    pub in_transaction: bool,
+    /// The session wrote recently on a backend that reports no GTIDs (Dolt): its reads
+    /// stay on the primary for the read-your-writes window.
+    pub recent_untracked_write: bool,
+}
+
+/// Where a statement runs when no connection is held: the one routing decision.
+pub fn route(stmt: &Statement, ctx: &Context) -> Target {
+    if ctx.primary_only || !ctx.autocommit || ctx.in_transaction || ctx.recent_untracked_write {
+        // a recent untracked write covers SET-like statements too: `USE db/branch` of a
+        // branch just made must find it
+        return Target::Primary;
+    }
+    if stmt.read_only_transaction {
+        return Target::Standby; // a READ ONLY transaction: the safe way to scale reads
+    }
+    if stmt.is_set_only && stmt.pins.is_empty() && stmt.kill.is_none() {
+        return Target::Standby; // validated by a server, replayed on every later lease
+    }
+    if stmt.target == Target::Primary || stmt.same_connection {
+        return Target::Primary;
+    }
+    Target::Standby
+}
+
 /// A statement's classification and whether it is a read that a standby hint may move.
 #[derive(Debug, Default)]
 pub(crate) struct Classified {

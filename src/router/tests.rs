@@ -865,3 +865,53 @@ fn deep_nesting_does_not_overflow() {
     let long = format!("SELECT c FROM t WHERE id IN ({}1)", "1, ".repeat(20_000));
     assert_eq!(classify(long.as_bytes()).target, Target::Standby);
 }
+
+#[test]
+fn routes_follow_the_statement_and_the_session() {
+    let free = Context {
+        autocommit: true,
+        ..Context::default()
+    };
+    let r = |sql: &str, ctx: Context| route(&classify(sql.as_bytes()), &ctx);
+    assert_eq!(r("SELECT 1", free), Target::Standby);
+    assert_eq!(r("INSERT INTO t VALUES (1)", free), Target::Primary);
+    assert_eq!(
+        r("SET time_zone = '+00:00'", free),
+        Target::Standby,
+        "replayed anywhere"
+    );
+    assert_eq!(r("SET @a = 1", free), Target::Primary);
+    assert_eq!(
+        r("SELECT FOUND_ROWS()", free),
+        Target::Primary,
+        "same connection"
+    );
+    assert_eq!(r("START TRANSACTION READ ONLY", free), Target::Standby);
+    assert_eq!(r("BEGIN", free), Target::Primary);
+    for ctx in [
+        Context {
+            primary_only: true,
+            ..free
+        },
+        Context {
+            autocommit: false,
+            ..free
+        },
+        Context {
+            in_transaction: true,
+            ..free
+        },
+        Context {
+            recent_untracked_write: true,
+            ..free
+        },
+    ] {
+        assert_eq!(r("SELECT 1", ctx), Target::Primary, "{ctx:?}");
+        assert_eq!(r("USE sbtest", ctx), Target::Primary, "{ctx:?}");
+        assert_eq!(
+            r("START TRANSACTION READ ONLY", ctx),
+            Target::Primary,
+            "{ctx:?}"
+        );
+    }
+}

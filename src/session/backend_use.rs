@@ -35,24 +35,13 @@ pub struct Forwarded {
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// Where a statement runs when no connection is held.
     pub(super) fn route(&self, stmt: &router::Statement) -> Target {
-        if self.policy == RoutePolicy::Primary || !self.autocommit() || self.in_transaction() {
-            return Target::Primary;
-        }
-        if self.read_your_writes() {
-            // a recent write on a backend without GTIDs (Dolt): even `USE db/branch` of a
-            // branch just made must find it
-            return Target::Primary;
-        }
-        if stmt.read_only_transaction {
-            return Target::Standby; // a READ ONLY transaction: the safe way to scale reads
-        }
-        if stmt.is_set_only && stmt.pins.is_empty() && stmt.kill.is_none() {
-            return Target::Standby; // validated by a server, replayed on every later lease
-        }
-        if stmt.target == Target::Primary || stmt.same_connection {
-            return Target::Primary;
-        }
-        Target::Standby
+        let ctx = router::Context {
+            primary_only: self.policy == RoutePolicy::Primary,
+            autocommit: self.autocommit(),
+            in_transaction: self.in_transaction(),
+            recent_untracked_write: self.read_your_writes(),
+        };
+        router::route(stmt, &ctx)
     }
 
     /// A write on a backend without GTIDs was recent: reads stay on the primary.
@@ -141,27 +130,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 Ok(found) => found,
                 Err(e) => return Err(last_err.unwrap_or(e)),
             };
-            match self.lease_synced(&node).await {
-                Ok(mut lease) if standby => match self.causal_ready(&mut lease, node.id).await {
-                    Ok(true) => {
-                        return Ok(InUse {
-                            lease,
-                            node: node.id,
-                            standby,
-                            from_held: false,
-                        });
-                    }
-                    Ok(false) => {
-                        // not applied in time: the session's own write is on the primary
-                        lease.release();
-                        target = Target::Primary;
-                    }
-                    Err(e) => {
-                        tracing::debug!(backend = %node.name, error = %e, "waiting for a GTID failed");
-                        exclude = Some(node.id);
-                    }
-                },
-                Ok(lease) => {
+            match self.lease_synced(&node, standby).await {
+                // not applied in time: the session's own write is on the primary
+                Ok(None) => target = Target::Primary,
+                Ok(Some(lease)) => {
                     return Ok(InUse {
                         lease,
                         node: node.id,
@@ -243,12 +215,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     }
 
     /// A lease on `node` in the session's state; a pooled connection that fails on the
-    /// way is replaced once.
-    async fn lease_synced(&self, node: &crate::topology::Node) -> Result<Lease, ClientError> {
+    /// way is replaced once. On a standby the session's last write is waited for first (a
+    /// schema it created must exist before the sync's COM_INIT_DB): None when it was not
+    /// applied in time.
+    async fn lease_synced(
+        &mut self,
+        node: &crate::topology::Node,
+        standby: bool,
+    ) -> Result<Option<Lease>, ClientError> {
         for attempt in 0..2 {
             let mut lease = self.lease_on(node).await?;
-            match lease.conn().sync(&self.want).await {
-                Ok(()) => return Ok(lease),
+            let ready = if standby {
+                self.causal_ready(&mut lease, node.id).await
+            } else {
+                Ok(true)
+            };
+            let synced = match ready {
+                Ok(true) => lease.conn().sync(&self.want).await,
+                // the wait itself refused (a server without it): the primary has the write
+                Ok(false) | Err(BackendError::Server(_)) => {
+                    lease.release();
+                    return Ok(None);
+                }
+                Err(e) => Err(e),
+            };
+            match synced {
+                Ok(()) => return Ok(Some(lease)),
                 Err(BackendError::Server(e)) => return Err(e.into()),
                 Err(e) if attempt == 0 => {
                     tracing::debug!(backend = %node.name, error = %e, "pooled connection failed on sync; retrying");
