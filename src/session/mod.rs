@@ -5,6 +5,7 @@ mod auth;
 mod backend_use;
 mod command;
 mod optimistic;
+mod outcome;
 mod pins;
 mod prepared;
 mod query;

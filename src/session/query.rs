@@ -5,6 +5,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::backend_use::InUse;
 use super::command::Cmd;
+use super::outcome::{self, Attempt, Verdict};
 use super::pins::{Ended, Pin};
 use super::txn::Gate;
 use super::{Session, SessionEnd};
@@ -17,7 +18,7 @@ use crate::config::Role;
 use crate::error::ClientError;
 use crate::protocol::messages::{ErrInfo, Refusal};
 use crate::protocol::scan::{ResponseKind, Summary};
-use crate::protocol::{CapabilityFlags, StatusFlags};
+use crate::protocol::{CapabilityFlags, ProtoError, StatusFlags};
 use crate::router::{self, SessionChange, Statement, Target};
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
@@ -96,71 +97,81 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     self.finish(u);
                     return Ok(());
                 }
-                Err(RelayError::Refused(e))
-                    if u.from_held && e.refusal() == Some(Refusal::Killed) =>
-                {
-                    // the held connection (a transaction, a pin) is gone with its state
-                    let err = crate::protocol::ProtoError::Io(std::io::Error::other(e.text()));
-                    return self.backend_lost(u, err, self.reply_seq).await;
-                }
-                Err(RelayError::Refused(e)) => {
-                    if u.standby && e.refusal() == Some(Refusal::ReadOnly) {
-                        // a read that writes after all (a stored function): the primary
-                        target = Target::Primary;
+                Err(err) => {
+                    let a = Attempt {
+                        standby: u.standby,
+                        from_held: u.from_held,
+                        auto: self.is_auto(u.node),
+                        retries,
+                        time_left: tokio::time::Instant::now() < deadline,
+                        excluded: exclude.is_some(),
+                        rerunnable: self.rerunnable(cmd),
+                    };
+                    let verdict = outcome::judge(&err, &a);
+                    match (verdict, err) {
+                        (Verdict::Rerun { to_primary }, RelayError::Refused(e)) => {
+                            if to_primary {
+                                target = Target::Primary;
+                            }
+                            self.after_refusal(u, &e, true, deadline).await;
+                            retries += 1;
+                        }
+                        (Verdict::PassRefusal, RelayError::Refused(e)) => {
+                            self.after_refusal(u, &e, false, deadline).await;
+                            return self.send_err(self.reply_seq, &e.into()).await;
+                        }
+                        (Verdict::HeldLost, RelayError::Refused(e)) => {
+                            // the held connection (a transaction, a pin) is gone with its state
+                            let err = ProtoError::Io(std::io::Error::other(e.text()));
+                            return self.backend_lost(u, err, self.reply_seq).await;
+                        }
+                        (Verdict::CloseClient, RelayError::Backend { err, .. }) => {
+                            // half a packet reached the client: nothing can follow it
+                            tracing::warn!(error = %err, "backend lost inside a packet; closing the client");
+                            self.shared.topology.suspect(u.node, err.to_string());
+                            return Err(SessionEnd::Closed("backend lost mid-packet".into()));
+                        }
+                        (Verdict::RetryElsewhere, RelayError::Backend { err, .. }) => {
+                            tracing::info!(error = %err, "read failed on a standby before any reply; retrying elsewhere");
+                            self.shared.topology.suspect(u.node, err.to_string());
+                            self.shared
+                                .stats
+                                .read_retries
+                                .fetch_add(1, Ordering::Relaxed);
+                            exclude = Some(u.node);
+                        }
+                        (Verdict::RerunUnread, RelayError::Backend { err, .. }) => {
+                            // a pooled connection the server had already closed (Dolt kills
+                            // them on a role change): another connection runs it
+                            tracing::info!(error = %err, "the server had closed the connection; running the statement on another");
+                            self.shared.topology.suspect(u.node, err.to_string());
+                            self.shared.stats.reroutes.fetch_add(1, Ordering::Relaxed);
+                            retries += 1;
+                        }
+                        (Verdict::ClientGone, RelayError::Client(e)) => {
+                            self.abandon(u);
+                            return Err(SessionEnd::Client(e));
+                        }
+                        (_, RelayError::Backend { err, .. }) => {
+                            return self.backend_lost(u, err, f.out_seq).await
+                        }
+                        (_, other) => {
+                            let err = ProtoError::Io(std::io::Error::other(other.to_string()));
+                            return self.backend_lost(u, err, f.out_seq).await;
+                        }
                     }
-                    let retry = retries < 8
-                        && tokio::time::Instant::now() < deadline
-                        && self.rerunnable(cmd);
-                    if !self.refused(u, &e, retry, deadline).await {
-                        return self.send_err(self.reply_seq, &e.into()).await;
-                    }
-                    retries += 1;
-                }
-                Err(RelayError::Backend {
-                    mid_packet: true,
-                    err,
-                    ..
-                }) => {
-                    // half a packet reached the client: nothing can follow it in protocol
-                    tracing::warn!(error = %err, "backend lost inside a packet; closing the client");
-                    self.shared.topology.suspect(u.node, err.to_string());
-                    drop(u);
-                    return Err(SessionEnd::Closed("backend lost mid-packet".into()));
-                }
-                Err(RelayError::Backend {
-                    client_touched: false,
-                    err,
-                    ..
-                }) if u.standby && !u.from_held && exclude.is_none() => {
-                    tracing::info!(error = %err, "read failed on a standby before any reply; retrying elsewhere");
-                    self.shared.topology.suspect(u.node, err.to_string());
-                    self.shared
-                        .stats
-                        .read_retries
-                        .fetch_add(1, Ordering::Relaxed);
-                    exclude = Some(u.node);
-                }
-                Err(RelayError::Backend {
-                    client_touched: false,
-                    err,
-                    ..
-                }) if err.never_read() && !u.from_held && retries < 2 && self.rerunnable(cmd) => {
-                    // a pooled connection the server had already closed (Dolt kills them
-                    // on a role change): the command never ran; another connection runs it
-                    tracing::info!(error = %err, "the server had closed the connection; running the statement on another");
-                    self.shared.topology.suspect(u.node, err.to_string());
-                    self.shared.stats.reroutes.fetch_add(1, Ordering::Relaxed);
-                    retries += 1;
-                }
-                Err(RelayError::Backend { err, .. }) => {
-                    return self.backend_lost(u, err, f.out_seq).await
-                }
-                Err(RelayError::Client(e)) => {
-                    self.abandon(u);
-                    return Err(SessionEnd::Client(e));
                 }
             }
         }
+    }
+
+    /// Whether a node's role is left to the probes.
+    fn is_auto(&self, node: usize) -> bool {
+        self.shared
+            .topology
+            .snapshot()
+            .node(node)
+            .is_some_and(|n| n.configured == Role::Auto)
     }
 
     fn rerunnable(&self, cmd: &Cmd<'_>) -> bool {
@@ -171,30 +182,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         rerunnable(cmd, sql.as_deref())
     }
 
-    /// A statement refused before it took effect. Tells the topology, gives the
-    /// connection back (or drops a killed one), and says whether to run it again: only
-    /// outside a held connection (a transaction or pin stays where it is), and a
-    /// read-only refusal only where probes decide roles; then it waits for a new snapshot.
-    async fn refused(
+    /// A statement refused before it took effect: tells the topology, gives the
+    /// connection back (or drops a killed one) and, when it runs `again`, waits while the
+    /// snapshot still names the refusing backend primary.
+    async fn after_refusal(
         &mut self,
         u: InUse,
         e: &ErrInfo,
-        retry: bool,
+        again: bool,
         deadline: tokio::time::Instant,
-    ) -> bool {
+    ) {
         let topo = self.shared.topology.clone();
         let seen = topo.snapshot().version;
-        let auto = topo
-            .snapshot()
-            .node(u.node)
-            .is_some_and(|n| n.configured == Role::Auto);
         let held = u.from_held;
         let node = u.node;
         let kind = e.refusal();
         // only the node the snapshot calls primary is demoted by a refusal; a standby
         // refusing a read that writes says nothing new
         let was_primary = topo.snapshot().primary().map(|n| n.id) == Some(node);
-        let standby = u.standby;
         match kind {
             Some(Refusal::ReadOnly) => {
                 if was_primary {
@@ -211,7 +216,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 drop(u);
             }
         }
-        let again = retry && !held && (kind == Some(Refusal::Killed) || auto || standby);
         if again {
             self.shared.stats.reroutes.fetch_add(1, Ordering::Relaxed);
             // wait while the snapshot still names the refusing backend primary (the owner
@@ -229,7 +233,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 topo.changed_since(v, deadline).await;
             }
         }
-        again
     }
 
     /// A same-connection statement gets the connection that ran the previous one when it
