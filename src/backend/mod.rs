@@ -68,9 +68,34 @@ pub struct ConnectParams {
     pub class: ConnClass,
 }
 
+/// The byte stream under a backend connection: a TCP socket in production, any duplex
+/// stream in tests (pool and session paths run against in-memory servers).
+pub trait Stream:
+    tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + Sync + 'static
+{
+    /// False when the peer closed the stream or sent something unasked while idle.
+    fn idle_and_open(&self) -> bool;
+}
+
+impl Stream for TcpStream {
+    fn idle_and_open(&self) -> bool {
+        let mut b = [0u8; 1];
+        matches!(self.try_read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
+}
+
+impl Stream for tokio::io::DuplexStream {
+    fn idle_and_open(&self) -> bool {
+        true
+    }
+}
+
+/// A backend connection's packet stream.
+pub type BackendIo = PacketStream<Box<dyn Stream>>;
+
 /// An authenticated server connection.
 pub struct BackendConn {
-    pub io: PacketStream<TcpStream>,
+    pub io: BackendIo,
     pub thread_id: u32,
     /// What the server's greeting said.
     pub profile: ServerProfile,
@@ -101,7 +126,15 @@ impl BackendConn {
             .await
             .map_err(|e| BackendError::Connect(p.address.clone(), e.to_string()))?;
         tcp.set_nodelay(true).ok();
-        let mut io = PacketStream::new(tcp, p.max_packet);
+        Self::over(Box::new(tcp), p).await
+    }
+
+    /// Authenticates over an open stream (the handshake from the server's greeting on).
+    pub async fn over(
+        stream: Box<dyn Stream>,
+        p: &ConnectParams,
+    ) -> Result<BackendConn, BackendError> {
+        let mut io = PacketStream::new(stream, p.max_packet);
         let greeting = io.read_packet().await?;
         if greeting.payload.first() == Some(&0xFF) {
             let e = parse_err(&greeting.payload)
@@ -348,8 +381,7 @@ impl BackendConn {
         if !self.io.read_idle() {
             return false;
         }
-        let mut b = [0u8; 1];
-        matches!(self.io.stream.try_read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        self.io.stream.idle_and_open()
     }
 
     /// Queues COM_STMT_CLOSE for statements evicted from the cache (no reply to read).
@@ -391,7 +423,7 @@ fn text_row(mut p: &[u8], n: usize) -> Result<Vec<Option<Vec<u8>>>, BackendError
 }
 
 async fn finish_auth(
-    io: &mut PacketStream<TcpStream>,
+    io: &mut BackendIo,
     p: &ConnectParams,
     mut plugin: &'static str,
 ) -> Result<(), BackendError> {
@@ -435,3 +467,7 @@ async fn finish_auth(
     }
     Err(auth_err("authentication did not finish".into()))
 }
+
+#[cfg(test)]
+#[path = "conn_tests.rs"]
+mod conn_tests;

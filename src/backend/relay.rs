@@ -9,7 +9,6 @@ use std::task::{Context, Poll};
 
 use bytes::Buf;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 
 use crate::protocol::messages::{parse_err, ErrInfo};
 use crate::protocol::packet::{header, PacketStream};
@@ -41,7 +40,7 @@ pub enum RelayError {
 
 /// Relay state: the client sequence id to use next and whether anything was flushed.
 pub struct Relay<'a, C> {
-    pub backend: &'a mut PacketStream<TcpStream>,
+    pub backend: &'a mut super::BackendIo,
     pub client: &'a mut PacketStream<C>,
     pub out_seq: u8,
     pub touched: bool,
