@@ -58,9 +58,8 @@ async fn status(State(s): State<Arc<Shared>>) -> Json<Value> {
         .entries
         .iter()
         .map(|e| {
-            let pools: Vec<Value> = e
-                .node
-                .pools
+            let pools: Vec<Value> = s
+                .pools_of(&e.node)
                 .user_pools()
                 .iter()
                 .map(|p| {
@@ -87,7 +86,7 @@ async fn status(State(s): State<Arc<Shared>>) -> Json<Value> {
                 "healthy": e.healthy,
                 "checked": e.checked,
                 "last_error": e.last_error,
-                "outstanding": e.node.pools.outstanding.load(Ordering::Relaxed),
+                "outstanding": e.node.outstanding.load(Ordering::Relaxed),
                 "pools": pools,
             })
         })

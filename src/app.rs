@@ -11,12 +11,14 @@ use tokio::sync::watch;
 use crate::backend::{BackendConn, ConnectParams};
 use crate::config::Config;
 use crate::config::DiscoveryKind;
-use crate::pool::PoolLimits;
+use crate::config::Role;
+use crate::pool::{PoolLimits, Pools};
 use crate::protocol::handshake::ServerProfile;
 use crate::session::registry::{Registry, Stats};
 use crate::session::{SessionLimits, Shared, UserInfo};
 use crate::topology::probe::ProbeParams;
 use crate::topology::{Endpoint, NodeFactory, Owner, Topology};
+use std::collections::HashMap;
 
 /// A running proxy: its bound addresses and a way to stop it.
 pub struct Running {
@@ -62,16 +64,19 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     let base = connect_params(&cfg);
     let users = user_passwords(&cfg);
     let (topo, rx) = Topology::new();
-    let factory = node_factory(&cfg, &users, &base);
+    let pools = Arc::new(Pools::new(&users, &pool_limits(&cfg), &base));
+    let factory = node_factory(&cfg, &users);
     let initial = (cfg.discovery.kind == DiscoveryKind::Static).then(|| static_endpoints(&cfg));
     Owner::start(topo.clone(), rx, factory, initial);
     if cfg.discovery.kind == DiscoveryKind::Kubernetes {
         crate::discovery::kubernetes::spawn(cfg.discovery.clone(), topo.sender());
     }
-    spawn_reaper(topo.clone());
+    spawn_reaper(topo.clone(), pools.clone());
+    spawn_pool_keeper(topo.clone(), pools.clone());
     let profile = server_profile(&cfg, &users, &base, &topo).await;
     let shared = Arc::new(Shared {
         topology: topo,
+        pools,
         users: cfg
             .users
             .iter()
@@ -171,14 +176,17 @@ fn static_endpoints(cfg: &Config) -> Vec<Endpoint> {
         .collect()
 }
 
-fn node_factory(cfg: &Config, users: &[(String, String)], base: &ConnectParams) -> NodeFactory {
-    let limits = PoolLimits {
+fn pool_limits(cfg: &Config) -> PoolLimits {
+    PoolLimits {
         max_per_user: cfg.pool.max_per_user,
         max_per_backend: cfg.pool.max_per_backend,
         min_idle: cfg.pool.min_idle,
         idle_timeout: Duration::from_secs(cfg.pool.idle_timeout_s),
         max_lifetime: Duration::from_secs(cfg.pool.max_lifetime_s),
-    };
+    }
+}
+
+fn node_factory(cfg: &Config, users: &[(String, String)]) -> NodeFactory {
     let probe = ProbeParams {
         kind: cfg.topology.kind,
         interval: Duration::from_millis(cfg.health.interval_ms),
@@ -188,9 +196,6 @@ fn node_factory(cfg: &Config, users: &[(String, String)], base: &ConnectParams) 
         lag: cfg.health.max_lag_ms > 0,
     };
     NodeFactory {
-        users: users.to_vec(),
-        limits,
-        base: base.clone(),
         probe,
         monitor: monitor_credentials(cfg, users),
         max_lag: (cfg.health.max_lag_ms > 0).then(|| Duration::from_millis(cfg.health.max_lag_ms)),
@@ -231,18 +236,55 @@ fn monitor_params(
 
 /// Every second: idle connections past their time are closed, and healthy backends are
 /// topped up to pool.min_idle.
-fn spawn_reaper(topo: Arc<Topology>) {
+fn spawn_reaper(topo: Arc<Topology>, pools: Arc<Pools>) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tick.tick().await;
             let snap = topo.full();
             for e in &snap.entries {
-                e.node.pools.reap();
+                let p = pools.node(
+                    e.node.id,
+                    &e.node.name,
+                    &e.node.address,
+                    &e.node.outstanding,
+                );
+                p.reap();
                 if e.healthy {
-                    e.node.pools.top_up().await;
+                    p.top_up().await;
                 }
             }
+        }
+    });
+}
+
+/// Pools follow the topology's snapshots: a backend that stops being primary or healthy
+/// has its idle connections closed (Dolt kills them on a role change; a demoted primary's
+/// are not reused), one that leaves the topology has its pools retired.
+fn spawn_pool_keeper(topo: Arc<Topology>, pools: Arc<Pools>) {
+    tokio::spawn(async move {
+        let mut seen: HashMap<usize, (Option<Role>, bool)> = HashMap::new();
+        loop {
+            let snap = topo.full();
+            let now: HashMap<usize, (Option<Role>, bool)> = snap
+                .entries
+                .iter()
+                .map(|e| (e.node.id, (e.role, e.healthy)))
+                .collect();
+            for (id, (role, healthy)) in &seen {
+                match now.get(id) {
+                    None => pools.retire(*id),
+                    Some((r, h)) => {
+                        let demoted = *role == Some(Role::Primary) && *r != Some(Role::Primary);
+                        if demoted || (*healthy && !h) {
+                            pools.drain(*id);
+                        }
+                    }
+                }
+            }
+            seen = now;
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+            topo.changed_since(snap.version, deadline).await;
         }
     });
 }

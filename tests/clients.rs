@@ -437,14 +437,17 @@ fn backend_conns(p: &Running) -> (usize, u64) {
     let held = snap
         .entries
         .iter()
-        .map(|e| e.node.pools.idle_count() + e.node.pools.in_use_count())
+        .map(|e| {
+            let pools = p.shared.pools_of(&e.node);
+            pools.idle_count() + pools.in_use_count()
+        })
         .sum();
     let opened = snap
         .entries
         .iter()
         .flat_map(|e| {
-            e.node
-                .pools
+            p.shared
+                .pools_of(&e.node)
                 .user_pools()
                 .iter()
                 .map(|u| u.stats.opened.load(Ordering::Relaxed))

@@ -210,7 +210,7 @@ async fn a_client_gone_mid_result_never_leaves_a_dirty_connection() {
     assert!(gone, "the abandoned query still runs on the server");
     // the killing connection itself is leased for a moment: wait (bounded) for both to end
     let snap = p.shared.topology.full();
-    let pools = &snap.entries[0].node.pools;
+    let pools = p.shared.pools_of(&snap.entries[0].node);
     for _ in 0..100 {
         if pools.in_use_count() == 0 {
             break;

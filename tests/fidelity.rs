@@ -84,7 +84,8 @@ fn primary_pool(p: &Running) -> (usize, usize) {
         .iter()
         .find(|e| e.key == "n1")
         .expect("the primary n1 in the topology");
-    (e.node.pools.in_use_count(), e.node.pools.idle_count())
+    let pools = p.shared.pools_of(&e.node);
+    (pools.in_use_count(), pools.idle_count())
 }
 
 fn load(a: &std::sync::atomic::AtomicU64) -> u64 {

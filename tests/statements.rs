@@ -483,7 +483,10 @@ async fn pools_keep_min_idle_connections_open() {
     let mut filled = false;
     for _ in 0..100 {
         let snap = p.shared.topology.full();
-        filled = snap.entries.iter().all(|e| e.node.pools.idle_count() >= 2);
+        filled = snap
+            .entries
+            .iter()
+            .all(|e| p.shared.pools_of(&e.node).idle_count() >= 2);
         if filled {
             break;
         }

@@ -82,6 +82,80 @@ pub struct UserPool {
     pub stats: PoolStats,
 }
 
+/// Every backend's pools, owned by the pool layer. A backend's pools are made on first
+/// use; the wiring (`app`) drains and retires them as topology snapshots demote, fail or
+/// drop backends. Pools know nothing of roles.
+pub struct Pools {
+    users: Vec<(String, String)>,
+    limits: PoolLimits,
+    base: ConnectParams,
+    nodes: RwLock<HashMap<usize, Arc<NodePools>>>,
+}
+
+impl Pools {
+    /// `users`: (name, password) of every configured user.
+    pub fn new(users: &[(String, String)], limits: &PoolLimits, base: &ConnectParams) -> Self {
+        Pools {
+            users: users.to_vec(),
+            limits: limits.clone(),
+            base: base.clone(),
+            nodes: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// The pools of backend `id` (made on first use). `outstanding` counts its requests in
+    /// flight for the topology's least-busy choice.
+    pub fn node(
+        &self,
+        id: usize,
+        name: &str,
+        address: &str,
+        outstanding: &Arc<AtomicUsize>,
+    ) -> Arc<NodePools> {
+        if let Some(n) = self.get(id) {
+            return n;
+        }
+        let mut nodes = self.nodes.write();
+        nodes
+            .entry(id)
+            .or_insert_with(|| {
+                let mut n = NodePools::new(name, address, &self.users, &self.limits, &self.base);
+                n.outstanding = outstanding.clone();
+                Arc::new(n)
+            })
+            .clone()
+    }
+
+    /// The pools of backend `id`, if any were made.
+    pub fn get(&self, id: usize) -> Option<Arc<NodePools>> {
+        self.nodes.read().get(&id).cloned()
+    }
+
+    pub fn all(&self) -> Vec<Arc<NodePools>> {
+        self.nodes.read().values().cloned().collect()
+    }
+
+    /// Closes the idle connections of backend `id` (demoted or failed: not reused).
+    pub fn drain(&self, id: usize) {
+        if let Some(n) = self.get(id) {
+            n.drain_idle();
+        }
+    }
+
+    /// Backend `id` left the topology: its idle connections close now, leased ones when
+    /// their sessions let them go.
+    pub fn retire(&self, id: usize) {
+        if let Some(n) = self.nodes.write().remove(&id) {
+            n.drain_idle();
+        }
+    }
+
+    /// After SET GLOBAL: every backend's connections are renewed.
+    pub fn renew(&self) {
+        self.all().iter().for_each(|n| n.renew());
+    }
+}
+
 impl NodePools {
     /// `users`: (name, password) of every configured user.
     pub fn new(

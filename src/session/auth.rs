@@ -139,8 +139,8 @@ async fn check_schema(shared: &Shared, user: &str, db: &str) -> Result<(), Clien
             None => return Ok(()),
         }
     };
-    let Ok(mut lease) = node
-        .pools
+    let Ok(mut lease) = shared
+        .pools_of(&node)
         .lease(user, ConnClass::modern(), shared.limits.lease_timeout)
         .await
     else {

@@ -91,11 +91,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         if !entry.healthy || (target == Target::Primary && !primary) {
             return None;
         }
-        let mut lease =
-            entry
-                .node
-                .pools
-                .take_idle(&self.user, self.class, last.thread_id, last.leases)?;
+        let mut lease = self.shared.pools_of(&entry.node).take_idle(
+            &self.user,
+            self.class,
+            last.thread_id,
+            last.leases,
+        )?;
         lease.conn().sync(&self.want).await.ok()?;
         let standby = !primary;
         Some(InUse {
@@ -280,8 +281,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     async fn lease_on(&self, node: &crate::topology::Node) -> Result<Lease, ClientError> {
         let timeout = self.shared.limits.lease_timeout;
         let no_schema = self.want.schema.is_none();
-        match node
-            .pools
+        match self
+            .shared
+            .pools_of(node)
             .lease_where(&self.user, self.class, timeout, &|c| {
                 // a schema cannot be unset: a client without one needs a connection without one
                 !no_schema || c.state.schema.is_none()
@@ -420,8 +422,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         };
         let timeout = self.shared.limits.lease_timeout;
         let class = self.class;
+        let pools = self.shared.pools_of(&entry.node);
         tokio::spawn(async move {
-            let Ok(mut lease) = entry.node.pools.lease(&user, class, timeout).await else {
+            let Ok(mut lease) = pools.lease(&user, class, timeout).await else {
                 return;
             };
             if let Some((h, r)) = &still {

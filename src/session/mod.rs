@@ -62,6 +62,8 @@ pub struct SessionLimits {
 /// What all sessions share.
 pub struct Shared {
     pub topology: Arc<Topology>,
+    /// Every backend's pools (the pool layer owns them; snapshots only name backends).
+    pub pools: Arc<crate::pool::Pools>,
     pub users: HashMap<String, UserInfo>,
     pub registry: Registry,
     pub stats: Stats,
@@ -70,6 +72,13 @@ pub struct Shared {
     pub limits: SessionLimits,
     /// True once a graceful shutdown started.
     pub draining: tokio::sync::watch::Sender<bool>,
+}
+
+impl Shared {
+    /// The pools of a backend of the topology.
+    pub fn pools_of(&self, n: &crate::topology::Node) -> Arc<crate::pool::NodePools> {
+        self.pools.node(n.id, &n.name, &n.address, &n.outstanding)
+    }
 }
 
 /// A backend connection kept across commands (transaction or pin).

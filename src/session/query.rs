@@ -399,9 +399,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 
     /// After SET GLOBAL, pooled connections hold stale session defaults.
     fn renew_pools(&self) {
-        for e in &self.shared.topology.snapshot().entries {
-            e.node.pools.renew();
-        }
+        self.shared.pools.renew();
     }
 
     fn pin_unknown_set(&mut self) {

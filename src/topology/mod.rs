@@ -15,15 +15,16 @@ use arc_swap::ArcSwap;
 use tokio::sync::{mpsc, watch};
 
 use crate::config::Role;
-use crate::pool::NodePools;
 use probe::Probed;
 
-/// A backend server: its identity and its pools. Role and health live in snapshots.
+/// A backend server: its identity. Role and health live in snapshots; its pools belong to
+/// the pool layer (`pool::Pools`), which shares the count of its requests in flight.
 pub struct Node {
     pub id: usize,
     pub name: String,
     pub address: String,
-    pub pools: NodePools,
+    /// Requests running on this backend now (least-outstanding balancing).
+    pub outstanding: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// One backend as a snapshot sees it.
@@ -138,7 +139,7 @@ impl Snapshot {
                     && !e.drained
                     && Some(e.node.id) != exclude
             })
-            .min_by_key(|e| e.node.pools.outstanding.load(Ordering::Relaxed))
+            .min_by_key(|e| e.node.outstanding.load(Ordering::Relaxed))
             .map(|e| &e.node)
     }
 

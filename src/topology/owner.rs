@@ -11,9 +11,7 @@ use tokio::task::JoinHandle;
 
 use super::probe::{self, ProbeParams, Probed};
 use super::{Entry, Node, Snapshot, Topology, Update};
-use crate::backend::ConnectParams;
 use crate::config::Role;
-use crate::pool::{NodePools, PoolLimits};
 
 /// A backend as a source names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,9 +27,6 @@ pub struct Endpoint {
 
 /// What the owner needs to create a node: pools and a probe task.
 pub struct NodeFactory {
-    pub users: Vec<(String, String)>,
-    pub limits: PoolLimits,
-    pub base: ConnectParams,
     pub probe: ProbeParams,
     /// Probe credentials.
     pub monitor: (String, String),
@@ -40,12 +35,11 @@ pub struct NodeFactory {
 
 impl NodeFactory {
     fn node(&self, id: usize, ep: &Endpoint) -> Arc<Node> {
-        let pools = NodePools::new(&ep.key, &ep.address, &self.users, &self.limits, &self.base);
         Arc::new(Node {
             id,
             name: ep.key.clone(),
             address: ep.address.clone(),
-            pools,
+            outstanding: Default::default(),
         })
     }
 
@@ -224,7 +218,6 @@ impl Owner {
         if let Some(p) = self.probes.remove(&e.node.id) {
             p.task.abort();
         }
-        e.node.pools.drain_idle();
     }
 }
 
@@ -302,7 +295,6 @@ pub(super) fn apply_probe(
         Err(err) => {
             if e.healthy {
                 tracing::warn!(backend = %e.key, error = %err, "backend unhealthy");
-                e.node.pools.drain_idle();
             }
             e.healthy = false;
             e.last_error = Some(err);
@@ -330,8 +322,5 @@ fn refresh_role(e: &mut Entry) {
         return;
     }
     tracing::info!(backend = %e.key, from = ?e.role, to = ?role, "role changed");
-    if e.role == Some(Role::Primary) {
-        e.node.pools.drain_idle(); // connections to a demoted primary are not reused
-    }
     e.role = role;
 }

@@ -2,32 +2,13 @@ use std::time::Duration;
 
 use super::owner::apply_probe;
 use super::*;
-use crate::backend::ConnectParams;
-use crate::pool::{NodePools, PoolLimits};
 
 fn node(id: usize) -> Arc<Node> {
-    let limits = PoolLimits {
-        max_per_user: 1,
-        max_per_backend: 1,
-        min_idle: 0,
-        idle_timeout: Duration::from_secs(1),
-        max_lifetime: Duration::from_secs(1),
-    };
-    let params = ConnectParams {
-        address: String::new(),
-        user: String::new(),
-        password: String::new(),
-        connect_timeout: Duration::from_secs(1),
-        max_packet: 1024,
-        statement_cache: 1,
-        class: crate::protocol::ConnClass::modern(),
-    };
-    let pools = NodePools::new("n", "127.0.0.1:1", &[], &limits, &params);
     Arc::new(Node {
         id,
         name: format!("n{id}"),
         address: String::new(),
-        pools,
+        outstanding: Default::default(),
     })
 }
 
