@@ -1251,3 +1251,71 @@ async fn use_of_a_database_just_created_finds_it() {
     drop(c);
     p.shutdown();
 }
+
+/// `SELECT ROW_COUNT()` reads the session's previous statement's count, whatever other
+/// sessions do with the connection that ran it: the proxy answers it from the statement's
+/// own OK (-1 after a result set), with the server's column definition; and
+/// `SELECT CONNECTION_ID()` is typed as the server types it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn row_count_belongs_to_the_session_under_load() {
+    let p = start_default().await;
+    let t = table("fid_rc");
+    let mut setup = direct_as(PRIMARY, "app").await;
+    setup
+        .query_drop(format!("CREATE TABLE {t} (id INT PRIMARY KEY, v INT)"))
+        .await
+        .unwrap();
+    setup
+        .query_drop(format!("INSERT INTO {t} VALUES (1, 0), (2, 0), (3, 0)"))
+        .await
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let noise: Vec<_> = (0..3)
+        .map(|_| {
+            let (opts, stop, t) = (opts(&p, "strict"), stop.clone(), t.clone());
+            tokio::spawn(async move {
+                let mut n = Conn::new(opts).await.unwrap();
+                for _ in 0..20_000 {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    n.query_drop(format!("UPDATE {t} SET v = v WHERE id = 1"))
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    let mut c = connect(&p, "strict").await;
+    let mut seen = Vec::new();
+    for i in 0..20 {
+        c.query_drop(format!("UPDATE {t} SET v = {} WHERE id >= 2", i + 1))
+            .await
+            .unwrap();
+        let after_update: i64 = c.query_first("SELECT ROW_COUNT()").await.unwrap().unwrap();
+        let after_select: i64 = c.query_first("SELECT ROW_COUNT()").await.unwrap().unwrap();
+        seen.push((after_update, after_select));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for n in noise {
+        n.await.unwrap();
+    }
+    setup.query_drop(format!("DROP TABLE {t}")).await.unwrap();
+    assert!(
+        seen.iter().all(|s| *s == (2, -1)),
+        "(after UPDATE, after a SELECT): {seen:?}"
+    );
+    // the column definitions are the server's
+    let (mut via, mut direct) = raw_pair(&p, "strict", modern(), 0, 45).await;
+    for sql in ["SELECT ROW_COUNT()", "SELECT CONNECTION_ID()"] {
+        let (a, b) = (via.query(sql).await, direct.query(sql).await);
+        assert_eq!(
+            a[1],
+            b[1],
+            "{sql}: column definition\n{}\n{}",
+            hex(&a),
+            hex(&b)
+        );
+    }
+    p.shutdown();
+}

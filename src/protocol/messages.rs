@@ -198,6 +198,8 @@ pub fn column_def(name: &str, column_type: u8, flags: u16, length: u32, charset:
     out
 }
 
+/// MYSQL_TYPE_LONG.
+pub const TYPE_LONG: u8 = 0x03;
 /// MYSQL_TYPE_LONGLONG.
 pub const TYPE_LONGLONG: u8 = 0x08;
 

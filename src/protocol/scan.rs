@@ -37,6 +37,8 @@ pub struct Summary {
     pub error: Option<ErrInfo>,
     /// Result sets and OKs seen.
     pub results: u32,
+    /// The last result was a result set (rows), not an OK.
+    pub last_result_set: bool,
     /// The session's last GTID, from an OK's session state (MariaDB `last_gtid`, MySQL's
     /// own GTIDs).
     pub gtid: Option<Vec<u8>>,
@@ -184,7 +186,10 @@ impl Scanner {
 
     fn first(&mut self, len: usize, head: &[u8]) -> Step {
         match head.first() {
-            Some(0x00) => self.ok_end(head),
+            Some(0x00) => {
+                self.summary.last_result_set = false;
+                self.ok_end(head)
+            }
             Some(0xFF) => self.err_end(head),
             Some(0xFB) => Step {
                 next: Next::LocalInfile,
@@ -194,6 +199,7 @@ impl Scanner {
                 Some((0, _)) | None => self.malformed(),
                 Some((n, _)) => {
                     self.phase = Phase::Columns(n);
+                    self.summary.last_result_set = true;
                     FWD
                 }
             },

@@ -116,6 +116,8 @@ pub struct Session<S> {
     /// The connection that ran the previous statement, for same-connection statements.
     last_conn: Option<LastConn>,
     last_insert_id: u64,
+    /// What ROW_COUNT() gives after the previous statement.
+    row_count: i64,
     /// The connection that holds `last_insert_id` as its own (node, thread id).
     last_insert_conn: Option<(usize, u32, u64)>,
     stmts: HashMap<u32, ClientStmt>,
@@ -216,6 +218,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             causal: None,
             last_conn: None,
             last_insert_id: 0,
+            row_count: -1,
             last_insert_conn: None,
             stmts: HashMap::new(),
             next_stmt: 1,

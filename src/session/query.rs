@@ -35,8 +35,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         if let Some(k) = stmt.kill {
             return self.kill(k.id, k.query_only).await;
         }
-        if is_connection_id_query(sql) {
-            return self.answer_connection_id().await;
+        match proxy_answered(sql) {
+            Some(Answered::ConnectionId) => return self.answer_connection_id().await,
+            Some(Answered::RowCount) => return self.answer_row_count().await,
+            None => {}
         }
         let target = self.route(&stmt);
         self.run_statement(&Cmd::plain(p), &stmt, target, ResponseKind::Results)
@@ -289,6 +291,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         resolved: &[SessionChange],
     ) -> Ended {
         self.take_status(s);
+        // ROW_COUNT(): a DML statement's affected rows, -1 after a result set or an error
+        self.row_count = match (&s.error, s.last_ok) {
+            (None, Some(ok)) if !s.last_result_set => ok.affected_rows as i64,
+            _ => -1,
+        };
         if s.flags()
             .is_some_and(|f| f.contains(StatusFlags::SERVER_STATUS_DB_DROPPED))
         {
@@ -488,24 +495,66 @@ fn partly_applied(stmt: &Statement, s: &Summary) -> bool {
     s.error.is_some() && s.results > 0 && (!stmt.pins.is_empty() || !stmt.changes.is_empty())
 }
 
-/// `SELECT CONNECTION_ID()` alone: answered by the proxy with its own id, the one KILL
-/// takes (a backend's thread id would name a stranger's connection).
-fn is_connection_id_query(sql: &[u8]) -> bool {
+/// Statements switchyard answers itself.
+enum Answered {
+    /// `SELECT CONNECTION_ID()`: switchyard's own id, the one KILL takes (a backend's
+    /// thread id would name a stranger's connection).
+    ConnectionId,
+    /// `SELECT ROW_COUNT()`: the session's previous statement's count, which the
+    /// connection that ran it may have lost to another session by now.
+    RowCount,
+}
+
+/// One of the statements switchyard answers itself, alone (no other columns or clauses).
+fn proxy_answered(sql: &[u8]) -> Option<Answered> {
     let t = sql.trim_ascii();
     let t = t.strip_suffix(b";").unwrap_or(t).trim_ascii();
-    t.eq_ignore_ascii_case(b"SELECT CONNECTION_ID()")
+    if t.eq_ignore_ascii_case(b"SELECT CONNECTION_ID()") {
+        Some(Answered::ConnectionId)
+    } else if t.eq_ignore_ascii_case(b"SELECT ROW_COUNT()") {
+        Some(Answered::RowCount)
+    } else {
+        None
+    }
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     async fn answer_connection_id(&mut self) -> Result<(), SessionEnd> {
-        use crate::protocol::messages::{
-            column_def, eof_payload, ok_payload_with, OkInfo, TYPE_LONGLONG,
-        };
-        let status = self.flags().bits();
-        let def = column_def("CONNECTION_ID()", TYPE_LONGLONG, 0x00A1, 10, 63);
+        use crate::protocol::messages::{TYPE_LONG, TYPE_LONGLONG};
         let id = self.handle.id.to_string();
-        let mut row = vec![id.len() as u8];
-        row.extend_from_slice(id.as_bytes());
+        // as the server types it: MariaDB INT UNSIGNED, MySQL BIGINT UNSIGNED
+        let (kind, len) = if self.shared.profile.mariadb {
+            (TYPE_LONG, 10)
+        } else {
+            (TYPE_LONGLONG, 21)
+        };
+        self.answer_number("CONNECTION_ID()", kind, 0x00A1, len, &id)
+            .await
+    }
+
+    async fn answer_row_count(&mut self) -> Result<(), SessionEnd> {
+        use crate::protocol::messages::TYPE_LONGLONG;
+        let n = self.row_count.to_string();
+        self.answer_number("ROW_COUNT()", TYPE_LONGLONG, 0x0081, 21, &n)
+            .await?;
+        self.row_count = -1; // a SELECT's own count
+        Ok(())
+    }
+
+    /// A one-row, one-column result of a number, as a server encodes it for this client.
+    async fn answer_number(
+        &mut self,
+        name: &str,
+        kind: u8,
+        flags: u16,
+        len: u32,
+        value: &str,
+    ) -> Result<(), SessionEnd> {
+        use crate::protocol::messages::{column_def, eof_payload, ok_payload_with, OkInfo};
+        let status = self.flags().bits();
+        let def = column_def(name, kind, flags, len, 63);
+        let mut row = vec![value.len() as u8];
+        row.extend_from_slice(value.as_bytes());
         let mut seq = self.io.queue(self.reply_seq, &[1]);
         seq = self.io.queue(seq, &def);
         if self.classic_client() {
@@ -514,16 +563,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             self.io.queue(seq, &eof_payload(0, status));
         } else {
             seq = self.io.queue(seq, &row);
-            self.io.queue(
-                seq,
-                &ok_payload_with(
-                    0xFE,
-                    &OkInfo {
-                        status,
-                        ..OkInfo::default()
-                    },
-                ),
-            );
+            let end = OkInfo {
+                status,
+                ..OkInfo::default()
+            };
+            self.io.queue(seq, &ok_payload_with(0xFE, &end));
         }
         self.io.flush().await?;
         Ok(())
