@@ -94,6 +94,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         registry: Registry::default(),
         stats: Stats::default(),
         profile,
+        last_gtid: Default::default(),
         limits: session_limits(&cfg),
         draining: watch::channel(false).0,
     });
@@ -295,11 +296,10 @@ fn session_limits(cfg: &Config) -> SessionLimits {
         lease_timeout: Duration::from_millis(cfg.pool.lease_timeout_ms),
         max_packet: cfg.server.max_packet_bytes,
         read_your_writes: match cfg.routing.read_your_writes {
-            crate::config::ReadYourWrites::Session => {
-                Some(Duration::from_millis(cfg.routing.read_your_writes_ms))
-            }
             crate::config::ReadYourWrites::None => None,
+            _ => Some(Duration::from_millis(cfg.routing.read_your_writes_ms)),
         },
+        causal_global: cfg.routing.read_your_writes == crate::config::ReadYourWrites::Global,
         causal_timeout: Duration::from_millis(cfg.routing.causal_timeout_ms),
         idle_timeout: (cfg.server.client_idle_timeout_s > 0)
             .then(|| Duration::from_secs(cfg.server.client_idle_timeout_s)),

@@ -1319,3 +1319,47 @@ async fn row_count_belongs_to_the_session_under_load() {
     }
     p.shutdown();
 }
+
+/// `read_your_writes = "global"`: a read waits for the last write any session made through
+/// the proxy, so another session sees a row the moment its writer got the OK.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn global_read_your_writes_covers_other_sessions() {
+    let p = start(config(|c| {
+        c.routing.read_your_writes = switchyard::config::ReadYourWrites::Global;
+        c.routing.causal_timeout_ms = 5000;
+    }))
+    .await;
+    let t = table("fid_glob");
+    let mut setup = direct_as(PRIMARY, "app").await;
+    setup
+        .query_drop(format!("CREATE TABLE {t} (id INT PRIMARY KEY, b LONGBLOB)"))
+        .await
+        .unwrap();
+    wait_rows(&t, 0).await;
+    let mut writer = connect(&p, "strict").await;
+    let mut reader = connect(&p, "strict").await;
+    let reads0 = load(&p.shared.stats.standby_reads);
+    let blob = vec![b'g'; 1 << 20];
+    let mut missing = 0;
+    for i in 0..20 {
+        writer
+            .exec_drop(format!("INSERT INTO {t} VALUES (?, ?)"), (i, blob.clone()))
+            .await
+            .unwrap();
+        let n: Option<u32> = reader
+            .query_first(format!("SELECT LENGTH(b) FROM {t} WHERE id = {i}"))
+            .await
+            .unwrap();
+        missing += usize::from(n.is_none());
+    }
+    setup.query_drop(format!("DROP TABLE {t}")).await.unwrap();
+    assert_eq!(
+        missing, 0,
+        "rows another session had written were not visible"
+    );
+    assert!(
+        load(&p.shared.stats.standby_reads) - reads0 >= 20,
+        "the reads ran on standbys"
+    );
+    p.shutdown();
+}

@@ -111,12 +111,16 @@ pub enum ReadYourWrites {
     Session,
     /// Reads go to standbys whatever the session wrote.
     None,
+    /// A read waits for the last write any session made through this switchyard (one
+    /// round trip on the standby per read while writes keep coming).
+    Global,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RoutingConfig {
-    /// Whether a session's reads see its own writes: `session` (the default) or `none`.
+    /// Whether a session's reads see its own writes: `session` (the default), `global`
+    /// (every write made through this proxy), or `none`.
     pub read_your_writes: ReadYourWrites,
     /// In `session` mode, how long a standby may wait to apply a session's last write
     /// (its GTID) before the read goes to the primary instead.

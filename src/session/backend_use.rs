@@ -58,6 +58,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         if self.shared.limits.read_your_writes.is_none() {
             return Ok(true);
         }
+        if self.shared.limits.causal_global {
+            self.follow_global_gtid();
+        }
         let Some(c) = self.causal.as_ref().filter(|c| !c.applied.contains(&node)) else {
             return Ok(true);
         };
@@ -78,6 +81,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 .fetch_add(1, Ordering::Relaxed);
         }
         Ok(applied)
+    }
+
+    /// In global mode the write to wait for is the last any session made.
+    fn follow_global_gtid(&mut self) {
+        let latest = self.shared.last_gtid.lock().clone();
+        let Some(gtid) = latest else { return };
+        if self.causal.as_ref().is_some_and(|c| c.gtid == gtid) {
+            return;
+        }
+        self.causal = Some(super::Causal {
+            gtid,
+            applied: Vec::new(),
+        });
     }
 
     /// The connection that ran the previous statement, if it is idle and untouched since.

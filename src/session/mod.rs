@@ -49,6 +49,8 @@ pub struct SessionLimits {
     pub read_your_writes: Option<Duration>,
     /// How long a standby may wait for a session's last GTID.
     pub causal_timeout: Duration,
+    /// Reads wait for the last write of any session (read_your_writes = "global").
+    pub causal_global: bool,
     pub idle_timeout: Option<Duration>,
     pub max_statements: usize,
     /// SQL bytes a session's prepared statements may hold together.
@@ -67,6 +69,8 @@ pub struct Shared {
     pub users: HashMap<String, UserInfo>,
     pub registry: Registry,
     pub stats: Stats,
+    /// The last GTID any session's write reported (read_your_writes = "global").
+    pub last_gtid: parking_lot::Mutex<Option<Vec<u8>>>,
     /// What the backends' greeting says, presented to clients.
     pub profile: crate::protocol::handshake::ServerProfile,
     pub limits: SessionLimits,

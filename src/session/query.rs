@@ -357,6 +357,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             }
         }
         if let Some(gtid) = &s.gtid {
+            if self.shared.limits.causal_global {
+                record_latest(&self.shared.last_gtid, gtid);
+            }
             self.causal = Some(super::Causal {
                 gtid: gtid.clone(),
                 applied: Vec::new(),
@@ -571,6 +574,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
         self.io.flush().await?;
         Ok(())
+    }
+}
+
+/// Keeps the latest of the GTIDs sessions report: a single `domain-server-seq` of the same
+/// domain replaces an older one only when its sequence number is higher.
+fn record_latest(cell: &parking_lot::Mutex<Option<Vec<u8>>>, gtid: &[u8]) {
+    fn parts(g: &[u8]) -> Option<(&[u8], u64)> {
+        let text = std::str::from_utf8(g).ok()?;
+        let (domain, rest) = text.split_once('-')?;
+        let (_, seq) = rest.rsplit_once('-')?;
+        Some((domain.as_bytes(), seq.parse().ok()?))
+    }
+    let mut latest = cell.lock();
+    let newer = match (latest.as_deref().and_then(parts), parts(gtid)) {
+        (Some((d0, s0)), Some((d1, s1))) if d0 == d1 => s1 > s0,
+        _ => true,
+    };
+    if newer {
+        *latest = Some(gtid.to_vec());
     }
 }
 
