@@ -1363,3 +1363,34 @@ async fn global_read_your_writes_covers_other_sessions() {
     );
     p.shutdown();
 }
+
+/// Pools are kept per connection class, but a user's `pool.max_per_user` places are shared
+/// by its classes: idle connections of one class give their places up to another class,
+/// which would otherwise wait out the lease timeout (9001).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_classes_share_its_places() {
+    let p = start(config(|c| {
+        c.pool.max_per_user = 2;
+        c.pool.lease_timeout_ms = 2000;
+    }))
+    .await;
+    // two modern sessions hold both of the user's places on the primary, then let them go
+    let mut a = connect(&p, "strict").await;
+    let mut b = connect(&p, "strict").await;
+    a.query_drop("BEGIN").await.unwrap();
+    b.query_drop("BEGIN").await.unwrap();
+    a.query_drop("COMMIT").await.unwrap();
+    b.query_drop("COMMIT").await.unwrap();
+    assert_eq!(primary_pool(&p), (0, 2), "(in use, idle) on the primary");
+    // a classic client (another class) needs the primary now
+    let mut classic = raw::connect(p.listen.port(), "strict", "strict", raw::classic_caps())
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        let r = classic
+            .query_classic("/* switchyard: primary */ SELECT @@server_id")
+            .await;
+        assert_ne!(r[0][0], 0xFF, "{}", String::from_utf8_lossy(&r[0]));
+    }
+    p.shutdown();
+}

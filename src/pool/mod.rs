@@ -301,7 +301,15 @@ impl NodePools {
     }
 
     fn try_slots(&self, pool: &UserPool) -> Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)> {
-        let u = pool.slots.clone().try_acquire_owned().ok()?;
+        let u = match pool.slots.clone().try_acquire_owned() {
+            Ok(u) => u,
+            // the user's places are taken: an idle connection of the user's other classes
+            // gives its place up
+            Err(_) if self.evict_idle_of_user(pool) => {
+                pool.slots.clone().try_acquire_owned().ok()?
+            }
+            Err(_) => return None,
+        };
         if let Ok(b) = self.backend_slots.clone().try_acquire_owned() {
             return Some((u, b));
         }
@@ -312,6 +320,7 @@ impl NodePools {
     }
 
     async fn wait_slots(&self, pool: &UserPool) -> (OwnedSemaphorePermit, OwnedSemaphorePermit) {
+        self.evict_idle_of_user(pool);
         let u = pool
             .slots
             .clone()
@@ -326,6 +335,14 @@ impl NodePools {
             .await
             .expect("semaphore never closed");
         (u, b)
+    }
+
+    /// Closes one idle connection of the same user in another class's pool.
+    fn evict_idle_of_user(&self, pool: &UserPool) -> bool {
+        self.user_pools()
+            .iter()
+            .filter(|p| p.user == pool.user && !std::ptr::eq(p.as_ref(), pool))
+            .any(|p| p.idle.lock().pop_front().map(|c| p.discard(c)).is_some())
     }
 
     fn evict_one_idle(&self, except: &UserPool) -> bool {

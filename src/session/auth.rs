@@ -53,8 +53,9 @@ pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     let seq = verify_hello(io, shared, &hello, &scramble, seq, host).await?;
     let caps = hello.capabilities & shared.profile.offered();
     let ext = hello.mariadb_ext & shared.profile.offered_ext();
+    let class = ConnClass::of(caps, ext);
     if let Some(db) = &hello.database {
-        if let Err(e) = check_schema(shared, &hello.user, db).await {
+        if let Err(e) = check_schema(shared, &hello.user, class, db).await {
             return refuse(io, seq, e).await;
         }
     }
@@ -64,7 +65,7 @@ pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     Ok(Authenticated {
         user: hello.user,
         caps,
-        class: ConnClass::of(caps, ext),
+        class,
         scramble,
         want: ConnState {
             schema: hello.database,
@@ -131,7 +132,12 @@ async fn verify_hello<S: AsyncRead + AsyncWrite + Unpin>(
 /// A schema named in the handshake must exist, as on a server (1049 at connect, not at the
 /// first statement). Checked on a standby (or the primary); with no backend reachable the
 /// client is let in and learns it at its first statement.
-async fn check_schema(shared: &Shared, user: &str, db: &str) -> Result<(), ClientError> {
+async fn check_schema(
+    shared: &Shared,
+    user: &str,
+    class: ConnClass,
+    db: &str,
+) -> Result<(), ClientError> {
     let node = {
         let snap = shared.topology.snapshot();
         match snap.standby(None, db.len()).or_else(|| snap.primary()) {
@@ -141,7 +147,7 @@ async fn check_schema(shared: &Shared, user: &str, db: &str) -> Result<(), Clien
     };
     let Ok(mut lease) = shared
         .pools_of(&node)
-        .lease(user, ConnClass::modern(), shared.limits.lease_timeout)
+        .lease(user, class, shared.limits.lease_timeout)
         .await
     else {
         return Ok(());
