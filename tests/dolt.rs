@@ -211,3 +211,26 @@ async fn without_gtids_a_write_keeps_the_sessions_next_statements_on_the_primary
         "right after the write both run on the primary"
     );
 }
+
+/// Dolt has no session-state tracking, so switchyard cannot see what a procedure left on
+/// a connection (variables, temp tables): after a CALL the connection is reset before it
+/// goes back to the pool, and after a plain write it is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_on_dolt_resets_its_connection_before_pooling() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let a = Dolt::start("primary", 1).await;
+    let b = Dolt::start("standby", 1).await;
+    let p = proxy(&a, &b, 300).await;
+    wait_topology(&p, "n1 primary", |_| primary_is(&p, "n1")).await;
+    let mut c = connect(&p, "app").await;
+    c.query_drop("INSERT INTO t VALUES (1)").await.unwrap();
+    let before = a.resets.load(Relaxed);
+    c.query_drop("CALL dolt_add('.')").await.unwrap();
+    assert_eq!(a.resets.load(Relaxed) - before, 1, "reset after the CALL");
+    c.query_drop("INSERT INTO t VALUES (2)").await.unwrap();
+    assert_eq!(
+        a.resets.load(Relaxed) - before,
+        1,
+        "not after a plain write"
+    );
+}

@@ -93,7 +93,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                         drop(u);
                         return Ok(());
                     }
-                    if ended.reset {
+                    // a backend without state-change tracking (Dolt) cannot say what a
+                    // procedure left on the connection: it is reset before it is pooled
+                    let untracked_call = !u.lease.conn_ref().tracks && self.is_call(cmd);
+                    if ended.reset || untracked_call {
                         self.reset_before_release(&mut u).await;
                     }
                     self.finish(u);
@@ -174,6 +177,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             .snapshot()
             .node(node)
             .is_some_and(|n| n.configured == Role::Auto)
+    }
+
+    /// A CALL, as text or as a prepared statement.
+    fn is_call(&self, cmd: &Cmd<'_>) -> bool {
+        let sql = match cmd.exec {
+            Some(x) => match self.stmts.get(&x.id) {
+                Some(s) => s.sql.clone(),
+                None => return false,
+            },
+            None => return router::first_keyword(&cmd.payload[1..]).as_bytes() == b"CALL",
+        };
+        router::first_keyword(&sql).as_bytes() == b"CALL"
     }
 
     fn rerunnable(&self, cmd: &Cmd<'_>) -> bool {

@@ -27,6 +27,8 @@ pub struct Dolt {
     pub writes: Arc<AtomicU64>,
     /// Connections it accepted.
     pub connections: Arc<AtomicU64>,
+    /// COM_RESET_CONNECTION commands it got.
+    pub resets: Arc<AtomicU64>,
 }
 
 impl Dolt {
@@ -39,12 +41,14 @@ impl Dolt {
             drops: watch::channel(0).0,
             writes: Arc::new(AtomicU64::new(0)),
             connections: Arc::new(AtomicU64::new(0)),
+            resets: Arc::new(AtomicU64::new(0)),
         };
-        let (role, drops, writes, conns) = (
+        let (role, drops, writes, conns, resets) = (
             d.role.clone(),
             d.drops.clone(),
             d.writes.clone(),
             d.connections.clone(),
+            d.resets.clone(),
         );
         tokio::spawn(async move {
             while let Ok((s, _)) = l.accept().await {
@@ -55,6 +59,7 @@ impl Dolt {
                     writes: writes.clone(),
                     classic: false,
                     in_txn: Default::default(),
+                    resets: resets.clone(),
                 };
                 let mut dropped = drops.subscribe();
                 dropped.borrow_and_update();
@@ -91,6 +96,7 @@ struct Conn {
     classic: bool,
     /// A transaction is open (reported in status flags, as Dolt does).
     in_txn: std::sync::atomic::AtomicBool,
+    resets: Arc<AtomicU64>,
 }
 
 /// What Dolt's greeting says: a MySQL 8 version, no session tracking.
@@ -151,7 +157,11 @@ impl Conn {
         match p.first() {
             Some(0x01) | None => Vec::new(),
             Some(0x03) => self.query(&String::from_utf8_lossy(&p[1..])),
-            Some(0x0e | 0x02 | 0x1f) => ok(),
+            Some(0x1f) => {
+                self.resets.fetch_add(1, Ordering::Relaxed);
+                ok()
+            }
+            Some(0x0e | 0x02) => ok(),
             Some(0x11) => vec![err_payload(
                 1047,
                 b"HY000",
