@@ -12,12 +12,18 @@ use serde_json::Value;
 
 const DEPLOY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy");
 
-/// `kubectl kustomize deploy`, or, where kubectl is missing, the listed resources and the
-/// generated ConfigMap assembled by hand.
+/// `kubectl kustomize deploy`, or, where kubectl is missing, the base's listed resources
+/// and its generated ConfigMap assembled by hand.
 fn render() -> Vec<Value> {
-    if let Ok(out) = std::process::Command::new("kubectl")
-        .args(["kustomize", DEPLOY])
+    render_dir(DEPLOY).unwrap_or_else(|| by_hand(&Path::new(DEPLOY).join("base")))
+}
+
+/// `kubectl kustomize DIR`; None when kubectl is missing.
+fn render_dir(dir: &str) -> Option<Vec<Value>> {
+    let out = std::process::Command::new("kubectl")
+        .args(["kustomize", dir])
         .output()
+        .ok()?;
     {
         assert!(
             out.status.success(),
@@ -25,26 +31,28 @@ fn render() -> Vec<Value> {
             String::from_utf8_lossy(&out.stderr)
         );
         let text = String::from_utf8(out.stdout).unwrap();
-        return serde_yaml::Deserializer::from_str(&text)
-            .map(|d| serde::Deserialize::deserialize(d).unwrap())
-            .collect();
+        Some(
+            serde_yaml::Deserializer::from_str(&text)
+                .map(|d| serde::Deserialize::deserialize(d).unwrap())
+                .collect(),
+        )
     }
-    let k: Value = serde_yaml::from_str(
-        &std::fs::read_to_string(Path::new(DEPLOY).join("kustomization.yaml")).unwrap(),
-    )
-    .unwrap();
+}
+
+fn by_hand(base: &Path) -> Vec<Value> {
+    let k: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(base.join("kustomization.yaml")).unwrap())
+            .unwrap();
     let mut docs: Vec<Value> = k["resources"]
         .as_array()
         .unwrap()
         .iter()
         .map(|r| {
-            serde_yaml::from_str(
-                &std::fs::read_to_string(Path::new(DEPLOY).join(r.as_str().unwrap())).unwrap(),
-            )
-            .unwrap()
+            serde_yaml::from_str(&std::fs::read_to_string(base.join(r.as_str().unwrap())).unwrap())
+                .unwrap()
         })
         .collect();
-    let toml = std::fs::read_to_string(Path::new(DEPLOY).join("switchyard.toml")).unwrap();
+    let toml = std::fs::read_to_string(base.join("switchyard.toml")).unwrap();
     docs.push(serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": "switchyard-config"}, "data": {"switchyard.toml": toml}}));
     docs
@@ -123,12 +131,14 @@ fn manifests_render_round_trip_and_grant_least_privilege() {
     assert_eq!(of(&docs, "PodDisruptionBudget").len(), 1);
 }
 
-#[test]
-fn the_configmaps_config_passes_check_config() {
-    let docs = render();
-    let cm = of(&docs, "ConfigMap")[0];
+/// `switchyard --check-config` on a rendered ConfigMap's config.
+fn check_config(docs: &[Value], tag: &str) -> String {
+    let cm = of(docs, "ConfigMap")[0];
     let toml = cm["data"]["switchyard.toml"].as_str().unwrap();
-    let path = std::env::temp_dir().join(format!("switchyard-deploy-{}.toml", std::process::id()));
+    let path = std::env::temp_dir().join(format!(
+        "switchyard-deploy-{tag}-{}.toml",
+        std::process::id()
+    ));
     std::fs::write(&path, toml).unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
         .args(["--config", path.to_str().unwrap(), "--check-config"])
@@ -137,9 +147,16 @@ fn the_configmaps_config_passes_check_config() {
     std::fs::remove_file(&path).ok();
     assert!(
         out.status.success(),
-        "{}",
+        "{tag}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    toml.to_string()
+}
+
+#[test]
+fn the_configmaps_config_passes_check_config() {
+    let docs = render();
+    let toml = check_config(&docs, "base");
     // and a broken config is refused with the key named
     let bad =
         std::env::temp_dir().join(format!("switchyard-deploy-bad-{}.toml", std::process::id()));
@@ -151,4 +168,60 @@ fn the_configmaps_config_passes_check_config() {
     std::fs::remove_file(&bad).ok();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("role_lable"));
+}
+
+/// deploy/overlays/replace-proxysql: the `proxysql` Service, which application DSNs name,
+/// selects switchyard's pods and maps 3306 onto a port they listen on (ProxySQL's was 6033).
+#[test]
+fn the_replace_proxysql_overlay_maps_the_proxysql_service_onto_switchyard() {
+    let Some(docs) = render_dir(&format!("{DEPLOY}/overlays/replace-proxysql")) else {
+        eprintln!("kubectl is missing: overlay not rendered");
+        return;
+    };
+    let svc = of(&docs, "Service")
+        .into_iter()
+        .find(|s| s["metadata"]["name"] == "proxysql")
+        .expect("a Service proxysql");
+    round_trip::<Service>(svc);
+    let dep = of(&docs, "Deployment")[0];
+    let labels = &dep["spec"]["template"]["metadata"]["labels"];
+    for (k, v) in svc["spec"]["selector"].as_object().unwrap() {
+        assert_eq!(&labels[k], v, "the selector {k} does not match the pods");
+    }
+    assert_eq!(svc["metadata"]["namespace"], "dolt-cluster-example");
+    let port = &svc["spec"]["ports"][0];
+    assert_eq!(port["port"], 3306);
+    let names: Vec<&Value> = dep["spec"]["template"]["spec"]["containers"][0]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| [&p["name"], &p["containerPort"]])
+        .collect();
+    assert!(
+        names.contains(&&port["targetPort"]),
+        "targetPort {} is no container port",
+        port["targetPort"]
+    );
+    check_config(&docs, "replace-proxysql");
+}
+
+/// deploy/overlays/static: backends from the config, no Kubernetes API: no Role, no
+/// RoleBinding, no service-account token, and a config that passes --check-config.
+#[test]
+fn the_static_overlay_needs_no_kubernetes_api() {
+    let Some(docs) = render_dir(&format!("{DEPLOY}/overlays/static")) else {
+        eprintln!("kubectl is missing: overlay not rendered");
+        return;
+    };
+    for kind in ["Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"] {
+        assert!(of(&docs, kind).is_empty(), "static overlay has a {kind}");
+    }
+    let dep = of(&docs, "Deployment")[0];
+    round_trip::<Deployment>(dep);
+    assert_eq!(
+        dep["spec"]["template"]["spec"]["automountServiceAccountToken"],
+        false
+    );
+    let toml = check_config(&docs, "static");
+    assert!(toml.contains("kind = \"static\"") && toml.contains("[[backends]]"));
 }
