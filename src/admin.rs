@@ -1,4 +1,5 @@
-//! Admin HTTP: /healthz, /readyz, /status. Reads shared handles; mutates nothing.
+//! Admin HTTP: /healthz, /readyz, /status, /sessions. Reads shared handles; the drain
+//! endpoints send updates to the topology owner.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -16,6 +17,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/status", get(status))
+        .route("/sessions", get(sessions))
         .route("/backends/{name}/drain", axum::routing::post(drain))
         .route("/backends/{name}/undrain", axum::routing::post(undrain))
         .with_state(shared)
@@ -32,6 +34,43 @@ async fn readyz(State(s): State<Arc<Shared>>) -> (StatusCode, &'static str) {
             "waiting for the first health check of every backend\n",
         )
     }
+}
+
+/// `GET /sessions`: every client session: its proxy id (the one KILL takes), user, client
+/// address, schema, state, pins, the backend connection it holds or runs on (name and
+/// thread id, as the backend's SHOW PROCESSLIST names it), and the command running now.
+async fn sessions(State(s): State<Arc<Shared>>) -> Json<Value> {
+    let snap = s.topology.snapshot();
+    let name = |id: usize| snap.node(id).map(|e| e.node.name.clone());
+    let list: Vec<Value> = s
+        .registry
+        .all()
+        .iter()
+        .map(|h| {
+            let v = h.view.lock().clone();
+            let running = *h.running.lock();
+            let backend = running.map(|r| (r.node, r.thread_id)).or(v.held);
+            let state = match (v.since, v.in_transaction, v.pins.is_empty()) {
+                (Some(_), _, _) => "running",
+                (None, true, _) => "in transaction",
+                (None, false, false) => "pinned",
+                (None, false, true) => "idle",
+            };
+            json!({
+                "id": h.id,
+                "user": *h.user.lock(),
+                "client": h.client,
+                "schema": v.schema,
+                "state": state,
+                "pins": v.pins,
+                "backend": backend.and_then(|(n, _)| name(n)),
+                "backend_thread_id": backend.map(|(_, t)| t),
+                "statement": v.since.map(|_| String::from_utf8_lossy(&v.statement[..v.statement_len]).into_owned()),
+                "statement_ms": v.since.map(|t| t.elapsed().as_millis() as u64),
+            })
+        })
+        .collect();
+    Json(json!({ "sessions": list }))
 }
 
 /// Drains a backend by hand (like ProxySQL's OFFLINE_SOFT): no new leases, work in

@@ -399,3 +399,47 @@ async fn a_backend_drained_through_the_admin_port_gets_no_new_leases() {
     }
     assert!(seen.contains(&n2), "back in the rotation");
 }
+
+/// `GET /sessions` lists client sessions with their proxy id (the one KILL takes), user,
+/// client address, schema, state and pins, and the backend connection a held session keeps
+/// (its name and thread id, as that backend's SHOW PROCESSLIST shows it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_port_lists_sessions() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let p = start_default().await;
+    let get = || async {
+        let mut s = tokio::net::TcpStream::connect(p.admin).await.unwrap();
+        s.write_all(b"GET /sessions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        let body = out.split("\r\n\r\n").nth(1).unwrap_or_default().to_string();
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()
+    };
+    let mut c = connect(&p, "strict").await;
+    let id: u32 = c.query_first("SELECT CONNECTION_ID()").await.unwrap().unwrap();
+    c.query_drop("BEGIN").await.unwrap();
+    c.query_drop("SELECT 1").await.unwrap();
+    let backend_thread: u32 = c.query_first("SELECT CONNECTION_ID() + 0").await.unwrap().unwrap();
+    let v = get().await;
+    let me = v["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == id)
+        .unwrap_or_else(|| panic!("session {id} not listed: {v}"))
+        .clone();
+    assert_eq!(me["user"], "strict");
+    assert_eq!(me["client"], "127.0.0.1");
+    assert_eq!(me["schema"], "sbtest");
+    assert_eq!(me["state"], "in transaction", "{me}");
+    assert_eq!(me["backend"], "n1", "{me}");
+    assert_eq!(me["backend_thread_id"], backend_thread, "{me}");
+    c.query_drop("COMMIT").await.unwrap();
+    let v = get().await;
+    let me = v["sessions"].as_array().unwrap().iter().find(|s| s["id"] == id).unwrap().clone();
+    assert_eq!((me["state"].as_str(), me["backend"].is_null()), (Some("idle"), true), "{me}");
+    drop(c);
+    p.shutdown();
+}

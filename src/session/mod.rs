@@ -183,7 +183,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send>(
         Err(_) => return tracing::debug!(conn = id, "handshake timed out"),
     };
     io.exact = false;
-    let handle = shared.registry.insert(id, &ok.user);
+    let handle = shared.registry.insert(id, &ok.user, &host);
     let mut s = Session::new(io, shared.clone(), handle, ok);
     s.host = host;
     let end = s.run().await;
@@ -251,7 +251,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 Ok(p) => p,
                 Err(e) => return e,
             };
-            if let Err(e) = self.dispatch(&payload).await {
+            self.view_start(&payload);
+            let r = self.dispatch(&payload).await;
+            self.view_end();
+            if let Err(e) = r {
                 return e;
             }
             if self.closing {
@@ -307,6 +310,37 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     ClientError::UnknownCommand(format!("0x{other:02x} ({})", cmd::name(other)));
                 self.send_err(self.reply_seq, &e).await
             }
+        }
+    }
+
+    /// `GET /sessions`: a command starts (its text's first bytes are copied, not allocated).
+    fn view_start(&self, payload: &[u8]) {
+        let mut v = self.handle.view.lock();
+        v.since = Some(Instant::now());
+        let text = if payload[0] == cmd::COM_QUERY {
+            &payload[1..]
+        } else {
+            cmd::name(payload[0]).as_bytes()
+        };
+        let n = text.len().min(registry::STATEMENT_SHOWN);
+        v.statement[..n].copy_from_slice(&text[..n]);
+        v.statement_len = n;
+    }
+
+    /// `GET /sessions`: a command ended; what the session holds now.
+    fn view_end(&self) {
+        let mut v = self.handle.view.lock();
+        v.since = None;
+        v.in_transaction = self.in_transaction();
+        v.held = self
+            .held
+            .as_ref()
+            .map(|h| (h.node, h.lease.conn_ref().thread_id));
+        if !(v.pins.is_empty() && self.pins.is_empty()) {
+            v.pins = self.pins.names();
+        }
+        if v.schema != self.want.schema {
+            v.schema = self.want.schema.clone();
         }
     }
 

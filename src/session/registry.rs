@@ -15,11 +15,46 @@ pub struct Running {
     pub thread_id: u32,
 }
 
+/// The statement text a session view keeps (its start).
+pub const STATEMENT_SHOWN: usize = 120;
+
+/// What `GET /sessions` shows of a session, updated at each command's start and end (no
+/// allocation on the way: the statement's start is copied into a fixed buffer).
+#[derive(Debug, Clone)]
+pub struct View {
+    pub schema: Option<String>,
+    pub in_transaction: bool,
+    pub pins: Vec<&'static str>,
+    /// The backend connection held between commands: (backend id, thread id).
+    pub held: Option<(usize, u32)>,
+    /// The command running now: its start, and its text's first bytes.
+    pub since: Option<std::time::Instant>,
+    pub statement: [u8; STATEMENT_SHOWN],
+    pub statement_len: usize,
+}
+
+impl Default for View {
+    fn default() -> Self {
+        View {
+            schema: None,
+            in_transaction: false,
+            pins: Vec::new(),
+            held: None,
+            since: None,
+            statement: [0; STATEMENT_SHOWN],
+            statement_len: 0,
+        }
+    }
+}
+
 /// What other tasks may see of and do to one session.
 pub struct Handle {
     pub id: u32,
     pub user: Mutex<String>,
+    /// The client's address.
+    pub client: String,
     pub running: Mutex<Option<Running>>,
+    pub view: Mutex<View>,
     /// Notified to close the session (KILL CONNECTION).
     pub close: Notify,
 }
@@ -39,11 +74,13 @@ impl Registry {
             .max(1)
     }
 
-    pub fn insert(&self, id: u32, user: &str) -> Arc<Handle> {
+    pub fn insert(&self, id: u32, user: &str, client: &str) -> Arc<Handle> {
         let h = Arc::new(Handle {
             id,
             user: Mutex::new(user.to_string()),
+            client: client.to_string(),
             running: Mutex::new(None),
+            view: Mutex::new(View::default()),
             close: Notify::new(),
         });
         self.map.lock().insert(id, h.clone());
@@ -52,6 +89,13 @@ impl Registry {
 
     pub fn remove(&self, id: u32) {
         self.map.lock().remove(&id);
+    }
+
+    /// Every live session, by id.
+    pub fn all(&self) -> Vec<Arc<Handle>> {
+        let mut v: Vec<_> = self.map.lock().values().cloned().collect();
+        v.sort_by_key(|h| h.id);
+        v
     }
 
     pub fn get(&self, id: u32) -> Option<Arc<Handle>> {
