@@ -17,6 +17,10 @@ fi
 if ! python3 -c "import pymysql" 2>/dev/null; then
   python3 -m pip install -q PyMySQL || python3 -m pip install -q --break-system-packages PyMySQL
 fi
+if [ "${1:-}" = "--with-nextest" ] && ! python3 -c "import prometheus_client" 2>/dev/null; then
+  # the metrics test parses /metrics with a real Prometheus text parser
+  python3 -m pip install -q prometheus-client || python3 -m pip install -q --break-system-packages prometheus-client
+fi
 if [ "${1:-}" = "--with-nextest" ]; then
   # the client matrix's libraries (venv, node mysql2, Connector/J): tests only
   "$(dirname "$0")/../tests/clients/matrix/install.sh"

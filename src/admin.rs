@@ -18,6 +18,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/readyz", get(readyz))
         .route("/status", get(status))
         .route("/sessions", get(sessions))
+        .route("/metrics", get(metrics))
         .route("/backends/{name}/drain", axum::routing::post(drain))
         .route("/backends/{name}/undrain", axum::routing::post(undrain))
         .with_state(shared)
@@ -34,6 +35,20 @@ async fn readyz(State(s): State<Arc<Shared>>) -> (StatusCode, &'static str) {
             "waiting for the first health check of every backend\n",
         )
     }
+}
+
+/// `GET /metrics`: Prometheus text format.
+async fn metrics(
+    State(s): State<Arc<Shared>>,
+) -> ([(axum::http::HeaderName, &'static str); 1], String) {
+    let text = s.metrics.render(&crate::metrics::scrape(&s));
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        text,
+    )
 }
 
 /// `GET /sessions`: every client session: its proxy id (the one KILL takes), user, client

@@ -93,6 +93,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
             .collect(),
         registry: Registry::default(),
         stats: Stats::default(),
+        metrics: crate::metrics::Metrics::new(),
         profile,
         last_gtid: Default::default(),
         limits: session_limits(&cfg),

@@ -8,6 +8,7 @@ pub mod config;
 pub mod discovery;
 pub mod error;
 pub mod listener;
+pub mod metrics;
 pub mod pool;
 pub mod protocol;
 pub mod router;

@@ -418,10 +418,18 @@ async fn the_admin_port_lists_sessions() {
         serde_json::from_str::<serde_json::Value>(&body).unwrap()
     };
     let mut c = connect(&p, "strict").await;
-    let id: u32 = c.query_first("SELECT CONNECTION_ID()").await.unwrap().unwrap();
+    let id: u32 = c
+        .query_first("SELECT CONNECTION_ID()")
+        .await
+        .unwrap()
+        .unwrap();
     c.query_drop("BEGIN").await.unwrap();
     c.query_drop("SELECT 1").await.unwrap();
-    let backend_thread: u32 = c.query_first("SELECT CONNECTION_ID() + 0").await.unwrap().unwrap();
+    let backend_thread: u32 = c
+        .query_first("SELECT CONNECTION_ID() + 0")
+        .await
+        .unwrap()
+        .unwrap();
     let v = get().await;
     let me = v["sessions"]
         .as_array()
@@ -438,8 +446,67 @@ async fn the_admin_port_lists_sessions() {
     assert_eq!(me["backend_thread_id"], backend_thread, "{me}");
     c.query_drop("COMMIT").await.unwrap();
     let v = get().await;
-    let me = v["sessions"].as_array().unwrap().iter().find(|s| s["id"] == id).unwrap().clone();
-    assert_eq!((me["state"].as_str(), me["backend"].is_null()), (Some("idle"), true), "{me}");
+    let me = v["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == id)
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (me["state"].as_str(), me["backend"].is_null()),
+        (Some("idle"), true),
+        "{me}"
+    );
     drop(c);
+    p.shutdown();
+}
+
+/// `GET /metrics` parses as Prometheus text with a real parser (Python's prometheus_client):
+/// `switchyard_` families, the statement latency histogram, and statements counted by
+/// route, primary and standby.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_parse_as_prometheus_text_with_routes() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let p = start_default().await;
+    let mut c = connect(&p, "strict").await;
+    c.query_drop("SELECT 1").await.unwrap();
+    c.query_drop("/* switchyard: primary */ SELECT 1")
+        .await
+        .unwrap();
+    let mut s = tokio::net::TcpStream::connect(p.admin).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    let body = out.split("\r\n\r\n").nth(1).unwrap_or_default().to_string();
+    let path = std::env::temp_dir().join(format!("switchyard-metrics-{}.txt", std::process::id()));
+    std::fs::write(&path, &body).unwrap();
+    let check = r#"
+import sys
+from prometheus_client.parser import text_string_to_metric_families as parse
+fams = [f for f in parse(open(sys.argv[1]).read()) if f.name.startswith("switchyard_")]
+hist = [f.name for f in fams if f.type == "histogram"]
+routes = {s.labels.get("route") for f in fams for s in f.samples if f.name == "switchyard_statements" and s.value > 0}
+print(len(fams), len(hist), sorted(r for r in routes if r))
+"#;
+    let r = std::process::Command::new("python3")
+        .args(["-c", check, path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    std::fs::remove_file(&path).ok();
+    let said = String::from_utf8_lossy(&r.stdout).trim().to_string();
+    assert!(
+        r.status.success(),
+        "{}\n{body}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    let mut parts = said.splitn(3, ' ');
+    let families: usize = parts.next().unwrap().parse().unwrap();
+    let histograms: usize = parts.next().unwrap().parse().unwrap();
+    assert!(families >= 10, "{said}\n{body}");
+    assert!(histograms >= 1, "{said}");
+    assert_eq!(parts.next(), Some("['primary', 'standby']"), "{said}");
     p.shutdown();
 }

@@ -69,6 +69,8 @@ pub struct Shared {
     pub users: HashMap<String, UserInfo>,
     pub registry: Registry,
     pub stats: Stats,
+    /// The exported metrics (`/metrics`); statements are counted and timed on the hot path.
+    pub metrics: crate::metrics::Metrics,
     /// The last GTID any session's write reported (read_your_writes = "global").
     pub last_gtid: parking_lot::Mutex<Option<Vec<u8>>>,
     /// What the backends' greeting says, presented to clients.

@@ -62,6 +62,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         if self.optimistic(cmd, stmt).await? {
             return Ok(());
         }
+        let started = std::time::Instant::now();
         let deadline = tokio::time::Instant::now() + self.shared.limits.write_hold;
         let mut exclude = None;
         let mut retries = 0u32;
@@ -83,6 +84,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             let f = self.forward(&mut u, &wire, kind, digest.as_mut()).await;
             match f.result {
                 Ok(summary) => {
+                    self.shared.metrics.statement(u.standby, started.elapsed());
                     let resolved = self.resolve_expressions(&mut u, stmt, &summary).await;
                     let ended = self.after_statement(&mut u, stmt, &summary, cmd, &resolved);
                     self.spec_record(cmd, digest);
