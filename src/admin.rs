@@ -19,6 +19,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/status", get(status))
         .route("/sessions", get(sessions))
         .route("/metrics", get(metrics))
+        .route("/digests", get(digests))
+        .route("/digests/reset", axum::routing::post(reset_digests))
         .route("/backends/{name}/drain", axum::routing::post(drain))
         .route("/backends/{name}/undrain", axum::routing::post(undrain))
         .with_state(shared)
@@ -49,6 +51,17 @@ async fn metrics(
         )],
         text,
     )
+}
+
+/// `GET /digests`: the query digests, the most frequent first.
+async fn digests(State(s): State<Arc<Shared>>) -> Json<Value> {
+    Json(json!({ "digests": s.digests.list() }))
+}
+
+/// `POST /digests/reset`: clears them.
+async fn reset_digests(State(s): State<Arc<Shared>>) -> &'static str {
+    s.digests.reset();
+    "reset\n"
 }
 
 /// `GET /sessions`: every client session: its proxy id (the one KILL takes), user, client

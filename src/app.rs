@@ -94,6 +94,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         registry: Registry::default(),
         stats: Stats::default(),
         metrics: crate::metrics::Metrics::new(),
+        digests: crate::digest::Digests::new(cfg.server.digest_bytes),
         profile,
         last_gtid: Default::default(),
         limits: session_limits(&cfg),

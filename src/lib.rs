@@ -5,6 +5,7 @@ pub mod admin;
 pub mod app;
 pub mod backend;
 pub mod config;
+pub mod digest;
 pub mod discovery;
 pub mod error;
 pub mod listener;

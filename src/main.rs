@@ -51,7 +51,7 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    run(cfg)
+    run(cfg, args)
 }
 
 fn load(args: &Args, resolve: bool) -> Result<Config, switchyard::config::ConfigError> {
@@ -70,7 +70,7 @@ fn load(args: &Args, resolve: bool) -> Result<Config, switchyard::config::Config
     Ok(cfg)
 }
 
-fn run(cfg: Config) -> ExitCode {
+fn run(cfg: Config, args: Args) -> ExitCode {
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -90,6 +90,7 @@ fn run(cfg: Config) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        tokio::spawn(on_sighup(args));
         wait_for_signal().await;
         tracing::info!(deadline_s = drain_s, "shutting down: draining sessions");
         running.drain();
@@ -102,6 +103,29 @@ fn run(cfg: Config) -> ExitCode {
         running.shutdown();
         ExitCode::SUCCESS
     })
+}
+
+/// SIGHUP re-reads and validates the config file; it never ends the process. An invalid
+/// file is refused with its reason and the running config stays. Applying a valid file's
+/// changes while running is not built yet: they take effect at the next start.
+async fn on_sighup(args: Args) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    while hup.recv().await.is_some() {
+        match load(&args, true) {
+            Ok(_) => tracing::warn!(
+                file = %args.config.display(),
+                "SIGHUP: the config file is valid; its changes take effect at the next start (live reload is not built yet)"
+            ),
+            Err(e) => tracing::error!(
+                file = %args.config.display(),
+                error = %e,
+                "SIGHUP: the config file is invalid; keeping the running config"
+            ),
+        }
+    }
 }
 
 async fn wait_for_signal() {

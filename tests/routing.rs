@@ -510,3 +510,57 @@ print(len(fams), len(hist), sorted(r for r in routes if r))
     assert_eq!(parts.next(), Some("['primary', 'standby']"), "{said}");
     p.shutdown();
 }
+
+/// `GET /digests`: statements grouped by their text without literals, per user and schema,
+/// with counts, latency, rows, errors and route; `POST /digests/reset` clears them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn digests_group_statements_without_their_literals() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let p = start_default().await;
+    let http = |req: &'static str| async move {
+        let mut s = tokio::net::TcpStream::connect(p.admin).await.unwrap();
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out.split("\r\n\r\n").nth(1).unwrap_or_default().to_string()
+    };
+    let mut c = connect(&p, "strict").await;
+    for id in [5, 7, 11] {
+        let _: Option<u32> = c
+            .query_first(format!("SELECT {id} FROM DUAL WHERE {id} IN ({id}, 2, 3)"))
+            .await
+            .unwrap();
+    }
+    let _ = c.query_drop("SELECT no_such_column FROM DUAL").await;
+    let body = http("GET /digests HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let all = v["digests"].as_array().unwrap();
+    let hit = all
+        .iter()
+        .find(|d| d["digest_text"] == "SELECT ? FROM DUAL WHERE ? IN (?)")
+        .unwrap_or_else(|| panic!("no digest: {body}"));
+    assert_eq!(
+        (hit["count"].as_u64(), hit["rows"].as_u64()),
+        (Some(3), Some(3)),
+        "{hit}"
+    );
+    assert_eq!(
+        (hit["user"].as_str(), hit["schema"].as_str()),
+        (Some("strict"), Some("sbtest"))
+    );
+    assert_eq!(hit["route"], "standby");
+    assert!(hit["max_us"].as_u64() >= hit["min_us"].as_u64());
+    let bad = all
+        .iter()
+        .find(|d| d["digest_text"] == "SELECT no_such_column FROM DUAL")
+        .unwrap_or_else(|| panic!("no digest for the failed statement: {body}"));
+    assert_eq!(bad["errors"], 1);
+    http(
+        "POST /digests/reset HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let body = http("GET /digests HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+    assert_eq!(body.trim(), r#"{"digests":[]}"#);
+    drop(c);
+    p.shutdown();
+}

@@ -38,6 +38,8 @@ pub struct ServerConfig {
     pub max_packet_bytes: usize,
     /// SQL text one session's prepared statements may hold together, in bytes.
     pub max_session_statement_bytes: usize,
+    /// Memory the query digests may hold, in bytes (0: no digests).
+    pub digest_bytes: usize,
     /// How long a client may sit idle between commands before it is closed (0: forever).
     pub client_idle_timeout_s: u64,
     /// On SIGTERM: how long transactions in flight may take to finish.
@@ -54,6 +56,7 @@ impl Default for ServerConfig {
             handshake_timeout_ms: 10_000,
             max_packet_bytes: 64 << 20,
             max_session_statement_bytes: 64 << 20,
+            digest_bytes: 4 << 20,
             client_idle_timeout_s: 0,
             shutdown_timeout_s: 30,
         }

@@ -39,6 +39,8 @@ pub struct Summary {
     pub results: u32,
     /// The last result was a result set (rows), not an OK.
     pub last_result_set: bool,
+    /// Rows sent, all result sets together.
+    pub rows: u64,
     /// The session's last GTID, from an OK's session state (MariaDB `last_gtid`, MySQL's
     /// own GTIDs).
     pub gtid: Option<Vec<u8>>,
@@ -240,7 +242,10 @@ impl Scanner {
             Some(0xFF) => self.err_end(head),
             Some(0xFE) if self.is_terminator(len) && self.enc.deprecate_eof => self.ok_end(head),
             Some(0xFE) if self.is_terminator(len) => self.eof_end(head),
-            _ => FWD,
+            _ => {
+                self.summary.rows += u64::from(self.kind == ResponseKind::Results);
+                FWD
+            }
         }
     }
 

@@ -5,6 +5,7 @@
 //! when a byte scan finds something suspicious in it (see `fast`), so sysbench's reads never
 //! parse. SET is read with our own tokenizer (`set`).
 
+pub mod digest;
 pub mod hint;
 
 mod fast;

@@ -71,6 +71,8 @@ pub struct Shared {
     pub stats: Stats,
     /// The exported metrics (`/metrics`); statements are counted and timed on the hot path.
     pub metrics: crate::metrics::Metrics,
+    /// Query digests (`/digests`).
+    pub digests: crate::digest::Digests,
     /// The last GTID any session's write reported (read_your_writes = "global").
     pub last_gtid: parking_lot::Mutex<Option<Vec<u8>>>,
     /// What the backends' greeting says, presented to clients.
@@ -124,6 +126,8 @@ pub struct Session<S> {
     last_insert_id: u64,
     /// What ROW_COUNT() gives after the previous statement.
     row_count: i64,
+    /// The digest text of the statement being recorded (reused: no allocation per statement).
+    digest_buf: String,
     /// The connection that holds `last_insert_id` as its own (node, thread id).
     last_insert_conn: Option<(usize, u32, u64)>,
     stmts: HashMap<u32, ClientStmt>,
@@ -225,6 +229,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             last_conn: None,
             last_insert_id: 0,
             row_count: -1,
+            digest_buf: String::new(),
             last_insert_conn: None,
             stmts: HashMap::new(),
             next_stmt: 1,

@@ -84,7 +84,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             let f = self.forward(&mut u, &wire, kind, digest.as_mut()).await;
             match f.result {
                 Ok(summary) => {
-                    self.shared.metrics.statement(u.standby, started.elapsed());
+                    let took = started.elapsed();
+                    self.shared.metrics.statement(u.standby, took);
+                    self.record_digest(cmd, &summary, took, u.standby);
                     let resolved = self.resolve_expressions(&mut u, stmt, &summary).await;
                     let ended = self.after_statement(&mut u, stmt, &summary, cmd, &resolved);
                     self.spec_record(cmd, digest);
@@ -170,6 +172,44 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 }
             }
         }
+    }
+
+    /// Adds a statement to the query digests.
+    fn record_digest(
+        &mut self,
+        cmd: &Cmd<'_>,
+        s: &Summary,
+        took: std::time::Duration,
+        standby: bool,
+    ) {
+        if !self.shared.digests.enabled() {
+            return;
+        }
+        let stmt_sql;
+        let sql: &[u8] = match cmd.exec {
+            Some(x) => match self.stmts.get(&x.id) {
+                Some(st) => {
+                    stmt_sql = st.sql.clone();
+                    &stmt_sql
+                }
+                None => return,
+            },
+            None if cmd.payload.first() == Some(&crate::protocol::command::COM_QUERY) => {
+                &cmd.payload[1..]
+            }
+            None => return,
+        };
+        let hash = router::digest::digest(sql, &mut self.digest_buf);
+        self.shared.digests.record(&crate::digest::Observation {
+            user: &self.user,
+            schema: self.want.schema.as_deref(),
+            text: &self.digest_buf,
+            hash,
+            took,
+            rows: s.rows,
+            error: s.error.is_some(),
+            standby,
+        });
     }
 
     /// Whether a node's role is left to the probes.
