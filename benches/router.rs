@@ -1,5 +1,5 @@
 //! Router benchmarks: the statements sysbench sends (fast path) and ones that need the
-//! sqlparser walk.
+//! sqlparser walk; what a query digest and the statement metrics cost per statement.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use switchyard::router::{classify, classify_multi};
@@ -34,5 +34,37 @@ fn bench_router(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench_router);
+/// What a query digest costs per statement: the digest text and hash (into a reused
+/// buffer), then the store's update of an existing entry.
+fn bench_digest(c: &mut Criterion) {
+    use switchyard::digest::{Digests, Observation};
+    use switchyard::router::digest::digest;
+    let sql: &[u8] = b"SELECT c FROM sbtest1 WHERE id=4213";
+    let mut buf = String::new();
+    c.bench_function("digest_text_point_select", |b| {
+        b.iter(|| digest(black_box(sql), &mut buf))
+    });
+    let store = Digests::new(4 << 20);
+    let hash = digest(sql, &mut buf);
+    c.bench_function("digest_record_point_select", |b| {
+        b.iter(|| {
+            store.record(black_box(&Observation {
+                user: "sbtest",
+                schema: Some("sbtest"),
+                text: &buf,
+                hash,
+                took: std::time::Duration::from_micros(80),
+                rows: 1,
+                error: false,
+                standby: true,
+            }))
+        })
+    });
+    let metrics = switchyard::metrics::Metrics::new();
+    c.bench_function("metrics_statement", |b| {
+        b.iter(|| metrics.statement(black_box(true), std::time::Duration::from_micros(80)))
+    });
+}
+
+criterion_group!(benches, bench_router, bench_digest);
 criterion_main!(benches);
