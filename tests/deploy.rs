@@ -225,3 +225,44 @@ fn the_static_overlay_needs_no_kubernetes_api() {
     let toml = check_config(&docs, "static");
     assert!(toml.contains("kind = \"static\"") && toml.contains("[[backends]]"));
 }
+
+/// `--log-format json`: every log line is a JSON object, the start is logged, and no
+/// password appears.
+#[test]
+fn logs_can_be_json_lines_without_secrets() {
+    use std::io::{BufRead, BufReader};
+    let cfg = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/local.toml");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["--config", cfg, "--log-format", "json"])
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    for _ in 0..50 {
+        let Some(Ok(line)) = lines.next() else { break };
+        let started = line.contains("switchyard started");
+        seen.push(line);
+        if started {
+            break;
+        }
+    }
+    child.kill().ok();
+    child.wait().ok();
+    assert!(
+        seen.iter().any(|l| l.contains("switchyard started")),
+        "{seen:?}"
+    );
+    for l in &seen {
+        let v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+        assert!(
+            v["level"].is_string() && v["fields"]["message"].is_string(),
+            "{l}"
+        );
+        assert!(
+            !l.contains("\"strict\"") && !l.contains("monitor\""),
+            "a secret in {l}"
+        );
+    }
+}
