@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
@@ -12,7 +12,14 @@ use serde_json::{json, Value};
 
 use crate::session::Shared;
 
+/// Read-only endpoints answer anyone who reaches the admin port; the mutating ones need
+/// the configured bearer token, or come from loopback when none is set.
 pub fn router(shared: Arc<Shared>) -> Router {
+    let mutating = Router::new()
+        .route("/digests/reset", axum::routing::post(reset_digests))
+        .route("/backends/{name}/drain", axum::routing::post(drain))
+        .route("/backends/{name}/undrain", axum::routing::post(undrain))
+        .route_layer(axum::middleware::from_fn_with_state(shared.clone(), guard));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -20,10 +27,45 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/sessions", get(sessions))
         .route("/metrics", get(metrics))
         .route("/digests", get(digests))
-        .route("/digests/reset", axum::routing::post(reset_digests))
-        .route("/backends/{name}/drain", axum::routing::post(drain))
-        .route("/backends/{name}/undrain", axum::routing::post(undrain))
+        .merge(mutating)
         .with_state(shared)
+}
+
+/// The admin token, or loopback when there is none.
+async fn guard(
+    State(s): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let allowed = match &s.admin_token {
+        Some(t) => req
+            .headers()
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|given| same(given.as_bytes(), t.expose().as_bytes())),
+        None => peer.ip().is_loopback(),
+    };
+    if !allowed {
+        tracing::warn!(%peer, path = %req.uri().path(), "admin request refused");
+        let why = if s.admin_token.is_some() {
+            (StatusCode::UNAUTHORIZED, "a bearer token is required\n")
+        } else {
+            (
+                StatusCode::FORBIDDEN,
+                "only from loopback without [admin] token\n",
+            )
+        };
+        return why.into_response();
+    }
+    next.run(req).await
+}
+
+/// Compares in time that does not depend on where the bytes differ.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 async fn readyz(State(s): State<Arc<Shared>>) -> (StatusCode, &'static str) {

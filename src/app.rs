@@ -95,6 +95,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         stats: Stats::default(),
         metrics: crate::metrics::Metrics::new(),
         digests: crate::digest::Digests::new(cfg.server.digest_bytes),
+        admin_token: cfg.admin.token.clone(),
         profile,
         last_gtid: Default::default(),
         limits: session_limits(&cfg),
@@ -133,6 +134,7 @@ async fn bind(addr: &str) -> Result<TcpListener, StartError> {
 
 async fn serve_admin(l: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let app = crate::admin::router(shared);
+    let app = app.into_make_service_with_connect_info::<SocketAddr>();
     let _ = axum::serve(l, app)
         .with_graceful_shutdown(async move {
             let _ = stop.changed().await;

@@ -564,3 +564,37 @@ async fn digests_group_statements_without_their_literals() {
     drop(c);
     p.shutdown();
 }
+
+/// With `[admin] token` set, the mutating admin endpoints need it as a bearer token; the
+/// read-only ones do not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutating_admin_endpoints_need_the_token() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let p = start(config(|c| {
+        c.admin.token = Some(switchyard::config::Secret::new("s3cret".to_string()));
+    }))
+    .await;
+    let http = |req: String| async move {
+        let mut s = tokio::net::TcpStream::connect(p.admin).await.unwrap();
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    };
+    let post = |auth: &str| {
+        format!("POST /digests/reset HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n")
+    };
+    assert!(http(post("")).await.starts_with("HTTP/1.1 401"));
+    assert!(http(post("Authorization: Bearer wrong\r\n"))
+        .await
+        .starts_with("HTTP/1.1 401"));
+    assert!(http(post("Authorization: Bearer s3cret\r\n"))
+        .await
+        .starts_with("HTTP/1.1 200"));
+    let get = "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_string();
+    assert!(
+        http(get).await.starts_with("HTTP/1.1 200"),
+        "read-only needs no token"
+    );
+    p.shutdown();
+}

@@ -209,6 +209,15 @@ impl Config {
         if !self.health.user.is_empty() {
             resolve("health", &mut self.health.password)?;
         }
+        let a = &mut self.admin;
+        let mut token = PasswordSource {
+            password: a.token.take(),
+            password_env: a.token_env.take(),
+            password_file: a.token_file.take(),
+        };
+        check_source("admin", &token, false)?;
+        resolve("admin", &mut token)?;
+        a.token = token.password;
         Ok(())
     }
 }

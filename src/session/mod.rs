@@ -73,6 +73,8 @@ pub struct Shared {
     pub metrics: crate::metrics::Metrics,
     /// Query digests (`/digests`).
     pub digests: crate::digest::Digests,
+    /// The bearer token the admin port's mutating endpoints need (None: loopback only).
+    pub admin_token: Option<Secret>,
     /// The last GTID any session's write reported (read_your_writes = "global").
     pub last_gtid: parking_lot::Mutex<Option<Vec<u8>>>,
     /// What the backends' greeting says, presented to clients.
