@@ -69,7 +69,7 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 }
 
 async fn readyz(State(s): State<Arc<Shared>>) -> (StatusCode, &'static str) {
-    if *s.draining.borrow() {
+    if *s.draining.borrow() || s.unready.load(Ordering::Relaxed) {
         (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
     } else if s.topology.snapshot().ready() {
         (StatusCode::OK, "ready\n")

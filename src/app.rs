@@ -31,7 +31,22 @@ pub struct Running {
 impl Running {
     /// Starts a graceful shutdown: readiness turns false, no new clients are accepted, and
     /// each session closes at its next boundary outside a transaction.
+    /// Shutdown: readiness turns false at once while clients are still accepted and
+    /// served for `delay` (load balancers stop sending new ones; the image has no `sleep`
+    /// for a preStop hook), then the listener closes and sessions end at their next
+    /// boundary.
+    pub async fn drain_after(&self, delay: std::time::Duration) {
+        self.shared
+            .unready
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        tokio::time::sleep(delay).await;
+        self.drain();
+    }
+
     pub fn drain(&self) {
+        self.shared
+            .unready
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         self.shared.draining.send_replace(true);
     }
 
@@ -100,6 +115,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         last_gtid: Default::default(),
         limits: session_limits(&cfg),
         draining: watch::channel(false).0,
+        unready: Default::default(),
     });
     let (tx, rx) = watch::channel(false);
     let listener = bind(&cfg.server.listen).await?;

@@ -93,6 +93,7 @@ fn run(cfg: Config, args: Args) -> ExitCode {
         }
     };
     let drain_s = cfg.server.shutdown_timeout_s;
+    let delay_s = cfg.server.shutdown_delay_s;
     rt.block_on(async {
         let running = match switchyard::app::start(cfg).await {
             Ok(r) => r,
@@ -103,8 +104,14 @@ fn run(cfg: Config, args: Args) -> ExitCode {
         };
         tokio::spawn(on_sighup(args));
         wait_for_signal().await;
-        tracing::info!(deadline_s = drain_s, "shutting down: draining sessions");
-        running.drain();
+        tracing::info!(
+            delay_s,
+            deadline_s = drain_s,
+            "shutting down: not ready, then draining sessions"
+        );
+        running
+            .drain_after(std::time::Duration::from_secs(delay_s))
+            .await;
         let left = running
             .drained(std::time::Duration::from_secs(drain_s))
             .await;

@@ -6,6 +6,7 @@ mod common;
 
 use common::*;
 use mysql_async::prelude::*;
+use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_reads_go_to_standbys_and_writes_to_the_primary() {
@@ -596,5 +597,56 @@ async fn mutating_admin_endpoints_need_the_token() {
         http(get).await.starts_with("HTTP/1.1 200"),
         "read-only needs no token"
     );
+    p.shutdown();
+}
+
+/// A shutdown with a delay: readiness turns false at once, a new client is still accepted
+/// and served during the delay, and the listener closes after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_goes_first_and_clients_are_served_during_the_shutdown_delay() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let p = start_default().await;
+    let ready = || async {
+        let mut s = tokio::net::TcpStream::connect(p.admin).await.unwrap();
+        s.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out.starts_with("HTTP/1.1 200")
+    };
+    for _ in 0..100 {
+        if ready().await {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ready().await);
+    let during = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let not_ready = !ready().await;
+        let mut c = connect(&p, "strict").await;
+        let one: u32 = c.query_first("SELECT 1").await.unwrap().unwrap();
+        (not_ready, one)
+    };
+    let ((), (not_ready, one)) = tokio::join!(p.drain_after(Duration::from_millis(1500)), during);
+    assert!(not_ready, "readiness turns false at once");
+    assert_eq!(one, 1, "a new client is served during the delay");
+    let after = tokio::time::timeout(
+        Duration::from_secs(2),
+        tokio::net::TcpStream::connect(p.listen),
+    )
+    .await;
+    let refused = match after {
+        Ok(Err(_)) | Err(_) => true,
+        Ok(Ok(mut s)) => {
+            let mut b = [0u8; 1];
+            matches!(
+                tokio::time::timeout(Duration::from_secs(2), s.read(&mut b)).await,
+                Ok(Ok(0)) | Ok(Err(_))
+            )
+        }
+    };
+    assert!(refused, "the listener is closed after the delay");
     p.shutdown();
 }

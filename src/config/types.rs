@@ -65,6 +65,9 @@ pub struct ServerConfig {
     pub max_session_statement_bytes: usize,
     /// Memory the query digests may hold, in bytes (0: no digests).
     pub digest_bytes: usize,
+    /// On SIGTERM, readiness turns false and clients are still accepted this long before
+    /// the listener closes.
+    pub shutdown_delay_s: u64,
     /// How long a client may sit idle between commands before it is closed (0: forever).
     pub client_idle_timeout_s: u64,
     /// On SIGTERM: how long transactions in flight may take to finish.
@@ -82,6 +85,7 @@ impl Default for ServerConfig {
             max_packet_bytes: 64 << 20,
             max_session_statement_bytes: 64 << 20,
             digest_bytes: 4 << 20,
+            shutdown_delay_s: 0,
             client_idle_timeout_s: 0,
             shutdown_timeout_s: 30,
         }

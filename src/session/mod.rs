@@ -82,6 +82,8 @@ pub struct Shared {
     pub limits: SessionLimits,
     /// True once a graceful shutdown started.
     pub draining: tokio::sync::watch::Sender<bool>,
+    /// Readiness is withdrawn (a shutdown is coming) while clients are still served.
+    pub unready: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
