@@ -206,6 +206,7 @@ async fn status(State(s): State<Arc<Shared>>) -> Json<Value> {
         "backends": backends,
         "topology_version": snap.version,
         "sessions": s.registry.len(),
+        "config_version": s.config_version.load(Ordering::Relaxed),
         "pins": pins,
         "queries": st.queries.load(Ordering::Relaxed),
         "standby_reads": st.standby_reads.load(Ordering::Relaxed),

@@ -92,20 +92,8 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     let shared = Arc::new(Shared {
         topology: topo,
         pools,
-        users: cfg
-            .users
-            .iter()
-            .map(|u| {
-                let password = u.password.password.clone().unwrap_or_default();
-                (
-                    u.name.clone(),
-                    UserInfo {
-                        password,
-                        policy: u.policy,
-                    },
-                )
-            })
-            .collect(),
+        users: arc_swap::ArcSwap::from_pointee(user_infos(&cfg)),
+        config_version: 1.into(),
         registry: Registry::default(),
         stats: Stats::default(),
         metrics: crate::metrics::Metrics::new(),
@@ -168,6 +156,50 @@ fn connect_params(cfg: &Config) -> ConnectParams {
         statement_cache: cfg.pool.statement_cache,
         class: crate::protocol::ConnClass::modern(),
     }
+}
+
+/// The users clients log in as, with their passwords and policies.
+fn user_infos(cfg: &Config) -> HashMap<String, UserInfo> {
+    cfg.users
+        .iter()
+        .map(|u| {
+            let password = u.password.password.clone().unwrap_or_default();
+            let info = UserInfo {
+                password,
+                policy: u.policy,
+            };
+            (u.name.clone(), info)
+        })
+        .collect()
+}
+
+/// Applies a new configuration to a running proxy: users, their passwords and policies
+/// (sessions already in keep their login; pools of a removed user or a changed password
+/// are retired). Everything else takes effect at the next start; the names of the
+/// sections that differ are returned so the caller can say so.
+pub fn reload(shared: &Shared, old: &Config, new: &Config) -> Vec<&'static str> {
+    shared.users.store(Arc::new(user_infos(new)));
+    shared.pools.set_users(&user_passwords(new));
+    shared
+        .config_version
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let differs =
+        |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
+    let mut restart = Vec::new();
+    for (name, changed) in [
+        ("server", differs(&old.server, &new.server)),
+        ("pool", differs(&old.pool, &new.pool)),
+        ("routing", differs(&old.routing, &new.routing)),
+        ("health", differs(&old.health, &new.health)),
+        ("topology", differs(&old.topology, &new.topology)),
+        ("discovery", differs(&old.discovery, &new.discovery)),
+        ("backends", differs(&old.backends, &new.backends)),
+    ] {
+        if changed {
+            restart.push(name);
+        }
+    }
+    restart
 }
 
 fn user_passwords(cfg: &Config) -> Vec<(String, String)> {

@@ -94,6 +94,7 @@ fn run(cfg: Config, args: Args) -> ExitCode {
     };
     let drain_s = cfg.server.shutdown_timeout_s;
     let delay_s = cfg.server.shutdown_delay_s;
+    let current = cfg.clone();
     rt.block_on(async {
         let running = match switchyard::app::start(cfg).await {
             Ok(r) => r,
@@ -102,7 +103,7 @@ fn run(cfg: Config, args: Args) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        tokio::spawn(on_sighup(args));
+        tokio::spawn(on_sighup(args, current, running.shared.clone()));
         wait_for_signal().await;
         tracing::info!(
             delay_s,
@@ -123,20 +124,30 @@ fn run(cfg: Config, args: Args) -> ExitCode {
     })
 }
 
-/// SIGHUP re-reads and validates the config file; it never ends the process. An invalid
-/// file is refused with its reason and the running config stays. Applying a valid file's
-/// changes while running is not built yet: they take effect at the next start.
-async fn on_sighup(args: Args) {
+/// SIGHUP re-reads the config file; it never ends the process. An invalid file is refused
+/// with its reason and the running config stays; a valid one's users, passwords and
+/// policies apply at once, and the sections that need a restart are named.
+async fn on_sighup(
+    args: Args,
+    mut current: Config,
+    shared: std::sync::Arc<switchyard::session::Shared>,
+) {
     use tokio::signal::unix::{signal, SignalKind};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
         return;
     };
     while hup.recv().await.is_some() {
         match load(&args, true) {
-            Ok(_) => tracing::warn!(
-                file = %args.config.display(),
-                "SIGHUP: the config file is valid; its changes take effect at the next start (live reload is not built yet)"
-            ),
+            Ok(new) => {
+                let restart = switchyard::app::reload(&shared, &current, &new);
+                tracing::info!(
+                    file = %args.config.display(),
+                    users = new.users.len(),
+                    needs_restart = ?restart,
+                    "SIGHUP: reloaded users, passwords and policies"
+                );
+                current = new;
+            }
             Err(e) => tracing::error!(
                 file = %args.config.display(),
                 error = %e,

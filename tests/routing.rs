@@ -645,3 +645,38 @@ async fn readiness_goes_first_and_clients_are_served_during_the_shutdown_delay()
     assert!(refused, "the listener is closed after the delay");
     p.shutdown();
 }
+
+/// A reload applies users and their passwords at once: a user taken out of the config can
+/// no longer log in (sessions already in keep their login), one put back can; what needs a
+/// restart is named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_applies_users_at_once() {
+    let old = config(|_| {});
+    let p = start(old.clone()).await;
+    let mut kept = connect(&p, "strict").await;
+    let mut without = old.clone();
+    without.users.retain(|u| u.name != "strict");
+    without.pool.max_per_user += 1;
+    let restart = switchyard::app::reload(&p.shared, &old, &without);
+    assert_eq!(restart, vec!["pool"], "what needs a restart is named");
+    let refused = mysql_async::Conn::new(opts(&p, "strict")).await;
+    let code = match refused {
+        Err(mysql_async::Error::Server(e)) => e.code,
+        other => panic!("strict still gets in: {other:?}"),
+    };
+    assert_eq!(code, 1045);
+    let one: u32 = kept.query_first("SELECT 1").await.unwrap().unwrap();
+    assert_eq!(one, 1, "a session already in keeps its login");
+    let mut app = connect(&p, "app").await;
+    app.query_drop("SELECT 1").await.unwrap();
+    switchyard::app::reload(&p.shared, &without, &old);
+    let mut back = connect(&p, "strict").await;
+    back.query_drop("SELECT 1").await.unwrap();
+    assert_eq!(
+        p.shared
+            .config_version
+            .load(std::sync::atomic::Ordering::Relaxed),
+        3
+    );
+    p.shutdown();
+}

@@ -59,7 +59,7 @@ pub struct NodePools {
     base: ConnectParams,
     limits: PoolLimits,
     /// Each configured user: password and the slots all its pools share (max_per_user).
-    users: HashMap<String, (String, Arc<Semaphore>)>,
+    users: RwLock<HashMap<String, (String, Arc<Semaphore>)>>,
     /// By (user, connection class): the class is fixed at connect, so each is its own
     /// pool. Created on first use.
     pools: RwLock<HashMap<(String, ConnClass), Arc<UserPool>>>,
@@ -86,7 +86,7 @@ pub struct UserPool {
 /// use; the wiring (`app`) drains and retires them as topology snapshots demote, fail or
 /// drop backends. Pools know nothing of roles.
 pub struct Pools {
-    users: Vec<(String, String)>,
+    users: RwLock<Vec<(String, String)>>,
     limits: PoolLimits,
     base: ConnectParams,
     nodes: RwLock<HashMap<usize, Arc<NodePools>>>,
@@ -96,7 +96,7 @@ impl Pools {
     /// `users`: (name, password) of every configured user.
     pub fn new(users: &[(String, String)], limits: &PoolLimits, base: &ConnectParams) -> Self {
         Pools {
-            users: users.to_vec(),
+            users: RwLock::new(users.to_vec()),
             limits: limits.clone(),
             base: base.clone(),
             nodes: RwLock::new(HashMap::new()),
@@ -119,7 +119,8 @@ impl Pools {
         nodes
             .entry(id)
             .or_insert_with(|| {
-                let mut n = NodePools::new(name, address, &self.users, &self.limits, &self.base);
+                let users = self.users.read().clone();
+                let mut n = NodePools::new(name, address, &users, &self.limits, &self.base);
                 n.outstanding = outstanding.clone();
                 Arc::new(n)
             })
@@ -150,6 +151,12 @@ impl Pools {
         }
     }
 
+    /// The configured users changed: every backend's pools follow.
+    pub fn set_users(&self, users: &[(String, String)]) {
+        *self.users.write() = users.to_vec();
+        self.all().iter().for_each(|n| n.set_users(users));
+    }
+
     /// After SET GLOBAL: every backend's connections are renewed.
     pub fn renew(&self) {
         self.all().iter().for_each(|n| n.renew());
@@ -177,10 +184,43 @@ impl NodePools {
             address: address.to_string(),
             base: base.clone(),
             limits: limits.clone(),
-            users,
+            users: RwLock::new(users),
             pools: RwLock::new(HashMap::new()),
             backend_slots: Arc::new(Semaphore::new(limits.max_per_backend)),
             outstanding: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// The configured users changed (a reload): new users get pools on first use; the
+    /// pools of a user whose password changed are retired (idle connections close now,
+    /// leased ones when they come back). A removed user keeps its pools for the sessions
+    /// already logged in (new logins are refused before they reach a pool).
+    pub fn set_users(&self, users: &[(String, String)]) {
+        let mut map = self.users.write();
+        let mut gone = Vec::new();
+        for (u, pw) in users {
+            let same = map.get(u).is_some_and(|(old, _)| old == pw);
+            if same {
+                continue;
+            }
+            if map.contains_key(u) {
+                gone.push(u.clone());
+            }
+            let slots = Arc::new(Semaphore::new(self.limits.max_per_user));
+            map.insert(u.clone(), (pw.clone(), slots));
+        }
+        drop(map);
+        let mut pools = self.pools.write();
+        let retired: Vec<Arc<UserPool>> = pools
+            .iter()
+            .filter(|((u, _), _)| gone.contains(u))
+            .map(|(_, p)| p.clone())
+            .collect();
+        pools.retain(|(u, _), _| !gone.contains(u));
+        drop(pools);
+        for p in retired {
+            let idle: Vec<_> = p.idle.lock().drain(..).collect();
+            idle.into_iter().for_each(|c| p.discard(c));
         }
     }
 
@@ -193,7 +233,7 @@ impl NodePools {
         if let Some(p) = self.pools.read().get(&(user.to_string(), class)) {
             return Some(p.clone());
         }
-        let (password, slots) = self.users.get(user)?;
+        let (password, slots) = self.users.read().get(user).cloned()?;
         let mut pools = self.pools.write();
         let pool = pools.entry((user.to_string(), class)).or_insert_with(|| {
             Arc::new(UserPool {
@@ -385,16 +425,16 @@ impl NodePools {
     /// Per user, the pool of the class leased most (before any lease: the modern class).
     fn busiest_pools(&self) -> Vec<Arc<UserPool>> {
         let all = self.user_pools();
-        let mut users: Vec<&String> = self.users.keys().collect();
+        let mut users: Vec<String> = self.users.read().keys().cloned().collect();
         users.sort();
         users
             .into_iter()
             .filter_map(|u| {
                 all.iter()
-                    .filter(|p| &p.user == u)
+                    .filter(|p| p.user == *u)
                     .max_by_key(|p| (p.stats.leases.load(Ordering::Relaxed), p.class))
                     .cloned()
-                    .or_else(|| self.pool(u, ConnClass::modern()))
+                    .or_else(|| self.pool(&u, ConnClass::modern()))
             })
             .collect()
     }

@@ -108,10 +108,10 @@ async fn verify_hello<S: AsyncRead + AsyncWrite + Unpin>(
         plugin = auth::NATIVE;
         response = p.payload.to_vec();
     }
-    let ok = shared
-        .users
-        .get(&hello.user)
-        .is_some_and(|u| auth::verify(plugin, scramble, u.password.expose().as_bytes(), &response));
+    let ok =
+        shared.users.load().get(&hello.user).is_some_and(|u| {
+            auth::verify(plugin, scramble, u.password.expose().as_bytes(), &response)
+        });
     if !ok {
         shared.stats.auth_failures.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(user = %hello.user, plugin, "authentication failed");
@@ -214,7 +214,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             plugin = auth::NATIVE;
             response = p.payload.to_vec();
         }
-        let ok = self.shared.users.get(&cu.user).is_some_and(|u| {
+        let ok = self.shared.users.load().get(&cu.user).is_some_and(|u| {
             auth::verify(
                 plugin,
                 &self.scramble,
@@ -256,6 +256,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     fn has_password(&self, user: &str) -> bool {
         self.shared
             .users
+            .load()
             .get(user)
             .is_some_and(|u| !u.password.expose().is_empty())
     }
@@ -273,6 +274,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         self.policy = self
             .shared
             .users
+            .load()
             .get(user)
             .map(|u| u.policy)
             .unwrap_or_default();

@@ -66,7 +66,10 @@ pub struct Shared {
     pub topology: Arc<Topology>,
     /// Every backend's pools (the pool layer owns them; snapshots only name backends).
     pub pools: Arc<crate::pool::Pools>,
-    pub users: HashMap<String, UserInfo>,
+    /// The configured users, swapped whole by a reload.
+    pub users: arc_swap::ArcSwap<HashMap<String, UserInfo>>,
+    /// Configurations applied: 1 at start, one more per reload.
+    pub config_version: std::sync::atomic::AtomicU64,
     pub registry: Registry,
     pub stats: Stats,
     /// The exported metrics (`/metrics`); statements are counted and timed on the hot path.
@@ -210,6 +213,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     ) -> Self {
         let policy = shared
             .users
+            .load()
             .get(&ok.user)
             .map(|u| u.policy)
             .unwrap_or_default();
