@@ -231,7 +231,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             let using = if response.is_empty() { "NO" } else { "YES" };
             let e = ClientError::AccessDenied {
                 user: cu.user,
-                host: self.host.clone(),
+                host: self.handle.client.clone(),
                 using,
             };
             // as MariaDB: the session is reset (variables, temp tables, transaction), the

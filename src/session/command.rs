@@ -56,6 +56,15 @@ impl OwnedCmd {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
+    /// The SQL a command runs: a query's text, or an EXECUTE's prepared statement (None
+    /// when the client's statement id is unknown).
+    pub(super) fn statement_sql<'a>(&'a self, cmd: &Cmd<'a>) -> Option<&'a [u8]> {
+        match cmd.exec {
+            Some(x) => self.stmts.get(&x.id).map(|s| &*s.sql),
+            None => cmd.payload.get(1..),
+        }
+    }
+
     /// The bytes to send on this connection: an EXECUTE gets the connection's own
     /// statement id (preparing it there if needed) and the cached parameter types when the
     /// client omitted them but this connection has not seen them.

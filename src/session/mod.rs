@@ -109,8 +109,6 @@ pub struct Session<S> {
     shared: Arc<Shared>,
     handle: Arc<Handle>,
     user: String,
-    /// The client's address.
-    host: String,
     policy: RoutePolicy,
     caps: CapabilityFlags,
     /// The backend connection class this client's capabilities ask for.
@@ -198,7 +196,6 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send>(
     io.exact = false;
     let handle = shared.registry.insert(id, &ok.user, &host);
     let mut s = Session::new(io, shared.clone(), handle, ok);
-    s.host = host;
     let end = s.run().await;
     tracing::debug!(conn = id, reason = %end, "session ended");
     shared.registry.remove(id);
@@ -222,7 +219,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             shared,
             handle,
             user: ok.user,
-            host: String::new(),
             policy,
             caps: ok.caps,
             class: ok.class,

@@ -182,14 +182,9 @@ fn plain_read(stmt: &Statement, sql: &[u8]) -> bool {
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// The SQL text of a command (a query's text, an EXECUTE's statement).
     fn cmd_sql(&self, cmd: &Cmd<'_>) -> Vec<u8> {
-        match cmd.exec {
-            Some(x) => self
-                .stmts
-                .get(&x.id)
-                .map(|s| s.sql.to_vec())
-                .unwrap_or_default(),
-            None => cmd.payload[1..].to_vec(),
-        }
+        self.statement_sql(cmd)
+            .map(<[u8]>::to_vec)
+            .unwrap_or_default()
     }
 
     fn may_speculate(&self) -> bool {

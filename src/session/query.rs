@@ -182,34 +182,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         took: std::time::Duration,
         standby: bool,
     ) {
-        if !self.shared.digests.enabled() {
+        let query = cmd.exec.is_some() || cmd.payload[0] == crate::protocol::command::COM_QUERY;
+        if !self.shared.digests.enabled() || !query {
             return;
         }
-        let stmt_sql;
-        let sql: &[u8] = match cmd.exec {
-            Some(x) => match self.stmts.get(&x.id) {
-                Some(st) => {
-                    stmt_sql = st.sql.clone();
-                    &stmt_sql
-                }
-                None => return,
-            },
-            None if cmd.payload.first() == Some(&crate::protocol::command::COM_QUERY) => {
-                &cmd.payload[1..]
-            }
-            None => return,
+        let mut text = std::mem::take(&mut self.digest_buf);
+        let Some(hash) = self
+            .statement_sql(cmd)
+            .map(|sql| router::digest::digest(sql, &mut text))
+        else {
+            self.digest_buf = text;
+            return;
         };
-        let hash = router::digest::digest(sql, &mut self.digest_buf);
         self.shared.digests.record(&crate::digest::Observation {
             user: &self.user,
             schema: self.want.schema.as_deref(),
-            text: &self.digest_buf,
+            text: &text,
             hash,
             took,
             rows: s.rows,
             error: s.error.is_some(),
             standby,
         });
+        self.digest_buf = text;
     }
 
     /// Whether a node's role is left to the probes.
@@ -223,22 +218,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 
     /// A CALL, as text or as a prepared statement.
     fn is_call(&self, cmd: &Cmd<'_>) -> bool {
-        let sql = match cmd.exec {
-            Some(x) => match self.stmts.get(&x.id) {
-                Some(s) => s.sql.clone(),
-                None => return false,
-            },
-            None => return router::first_keyword(&cmd.payload[1..]).as_bytes() == b"CALL",
-        };
-        router::first_keyword(&sql).as_bytes() == b"CALL"
+        self.statement_sql(cmd)
+            .is_some_and(|sql| router::first_keyword(sql).as_bytes() == b"CALL")
     }
 
     fn rerunnable(&self, cmd: &Cmd<'_>) -> bool {
-        let sql = cmd
-            .exec
-            .and_then(|x| self.stmts.get(&x.id))
-            .map(|s| s.sql.clone());
-        rerunnable(cmd, sql.as_deref())
+        self.statement_sql(cmd).is_some_and(rerunnable)
     }
 
     /// A statement refused before it took effect: tells the topology, gives the
@@ -527,14 +512,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     }
 }
 
-/// A statement that may run again after a refusal: one statement (a prepared one, or text
-/// without `;`), not a CALL, whose procedure may have committed before it was refused.
-fn rerunnable(cmd: &Cmd<'_>, prepared_sql: Option<&[u8]>) -> bool {
-    let sql = match (cmd.exec, prepared_sql) {
-        (Some(_), Some(sql)) => sql,
-        (Some(_), None) => return false,
-        (None, _) => cmd.payload.get(1..).unwrap_or_default(),
-    };
+/// A statement that may run again after a refusal: one statement (text without `;`), not
+/// a CALL, whose procedure may have committed before it was refused.
+fn rerunnable(sql: &[u8]) -> bool {
     let body = sql.trim_ascii();
     let body = body.strip_suffix(b";").unwrap_or(body);
     router::first_keyword(sql).as_bytes() != b"CALL" && !body.contains(&b';')
