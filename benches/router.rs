@@ -62,7 +62,13 @@ fn bench_digest(c: &mut Criterion) {
     });
     let metrics = switchyard::metrics::Metrics::new();
     c.bench_function("metrics_statement", |b| {
-        b.iter(|| metrics.statement(black_box(true), std::time::Duration::from_micros(80)))
+        b.iter(|| {
+            metrics.statement(
+                black_box(true),
+                black_box(3),
+                std::time::Duration::from_micros(80),
+            )
+        })
     });
 }
 

@@ -178,7 +178,7 @@ async fn status(State(s): State<Arc<Shared>>) -> Json<Value> {
                         "idle": p.idle_len(),
                         "in_use": p.stats.in_use.load(Ordering::Relaxed),
                         "opened": p.stats.opened.load(Ordering::Relaxed),
-                        "closed": p.stats.closed.load(Ordering::Relaxed),
+                        "closed": p.stats.closed_total(),
                         "leases": p.stats.leases.load(Ordering::Relaxed),
                         "lease_timeouts": p.stats.timeouts.load(Ordering::Relaxed),
                     })

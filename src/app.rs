@@ -78,7 +78,8 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let base = connect_params(&cfg);
     let users = user_passwords(&cfg);
-    let (topo, rx) = Topology::new();
+    let metrics = crate::metrics::Metrics::new();
+    let (topo, rx) = Topology::observed(metrics.topology_observer());
     let pools = Arc::new(Pools::new(&users, &pool_limits(&cfg), &base));
     let factory = node_factory(&cfg, &users);
     let initial = (cfg.discovery.kind == DiscoveryKind::Static).then(|| static_endpoints(&cfg));
@@ -96,7 +97,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         config_version: 1.into(),
         registry: Registry::default(),
         stats: Stats::default(),
-        metrics: crate::metrics::Metrics::new(),
+        metrics,
         digests: crate::digest::Digests::new(cfg.server.digest_bytes),
         admin_token: cfg.admin.token.clone(),
         profile,

@@ -33,6 +33,10 @@ pub async fn run(
             }
         };
         stream.set_nodelay(true).ok();
+        shared
+            .stats
+            .accepted_connections
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         match slots.clone().try_acquire_owned() {
             Ok(permit) => {
                 let shared = shared.clone();

@@ -17,10 +17,18 @@ const BUCKETS: [f64; 14] = [
 
 const ROUTES: [&str; 2] = ["primary", "standby"];
 
+/// The `command` label of statements: COM_QUERY, COM_STMT_EXECUTE, COM_STMT_FETCH, others.
+const COMMANDS: [&str; 4] = ["query", "execute", "fetch", "other"];
+
+/// Seconds without a primary, and seconds a statement waited for one: 1 ms to 60 s.
+const HOLD_BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 2.5, 10.0, 60.0,
+];
+
 pub struct Metrics {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
-    statements: [Counter; 2],
+    statements: [[Counter; 4]; 2],
     latency: [Histogram; 2],
 }
 
@@ -44,26 +52,35 @@ impl Default for Metrics {
     }
 }
 
+fn meta() -> Metadata<'static> {
+    Metadata::new(module_path!(), metrics::Level::INFO, None)
+}
+
 impl Metrics {
     pub fn new() -> Self {
         let recorder = PrometheusBuilder::new()
             .set_buckets(&BUCKETS)
             .expect("buckets are not empty")
+            .set_buckets_for_metric(
+                metrics_exporter_prometheus::Matcher::Suffix("hold_seconds".into()),
+                &HOLD_BUCKETS,
+            )
+            .expect("buckets are not empty")
             .build_recorder();
         let handle = recorder.handle();
-        let meta = Metadata::new(module_path!(), metrics::Level::INFO, None);
-        let route = |r: &'static str| vec![Label::new("route", r)];
         let statements = ROUTES.map(|r| {
-            recorder.register_counter(
-                &Key::from_parts("switchyard_statements_total", route(r)),
-                &meta,
-            )
+            COMMANDS.map(|c| {
+                let labels = vec![Label::new("route", r), Label::new("command", c)];
+                let key = Key::from_parts("switchyard_statements_total", labels);
+                recorder.register_counter(&key, &meta())
+            })
         });
         let latency = ROUTES.map(|r| {
-            recorder.register_histogram(
-                &Key::from_parts("switchyard_statement_duration_seconds", route(r)),
-                &meta,
-            )
+            let key = Key::from_parts(
+                "switchyard_statement_duration_seconds",
+                vec![Label::new("route", r)],
+            );
+            recorder.register_histogram(&key, &meta())
         });
         Metrics {
             recorder,
@@ -73,16 +90,36 @@ impl Metrics {
         }
     }
 
-    /// A statement finished on the primary or a standby (the hot path: atomics only).
-    pub fn statement(&self, standby: bool, took: Duration) {
+    /// What the topology reports into: its failover and write-hold histograms.
+    pub fn topology_observer(&self) -> crate::topology::Observer {
+        let h = |name: &'static str| {
+            let key = Key::from_name(name);
+            Some(self.recorder.register_histogram(&key, &meta()))
+        };
+        crate::topology::Observer {
+            absent: h("switchyard_failover_hold_seconds"),
+            hold: h("switchyard_write_hold_seconds"),
+            ..Default::default()
+        }
+    }
+
+    /// A statement (the command's first byte) finished on the primary or a standby (the
+    /// hot path: atomics only).
+    pub fn statement(&self, standby: bool, command: u8, took: Duration) {
         let i = usize::from(standby);
-        self.statements[i].increment(1);
+        let c = match command {
+            0x03 => 0,
+            0x17 => 1,
+            0x1c => 2,
+            _ => 3,
+        };
+        self.statements[i][c].increment(1);
         self.latency[i].record(took.as_secs_f64());
     }
 
     /// Sets the scrape-time samples and renders everything in Prometheus text format.
     pub fn render(&self, samples: &[Sample]) -> String {
-        let meta = Metadata::new(module_path!(), metrics::Level::INFO, None);
+        let meta = meta();
         for s in samples {
             let labels: Vec<Label> = s
                 .labels
@@ -132,6 +169,16 @@ pub fn scrape(shared: &crate::session::Shared) -> Vec<Sample> {
             vec![("reason", "auth".into())],
             load(&st.auth_failures),
         ),
+        sample(
+            "switchyard_client_connections_accepted_total",
+            C,
+            load(&st.accepted_connections),
+        ),
+        sample(
+            "switchyard_parse_fallbacks_total",
+            C,
+            load(&st.parse_fallbacks),
+        ),
         sample("switchyard_read_retries_total", C, load(&st.read_retries)),
         sample("switchyard_reruns_total", C, load(&st.reroutes)),
         sample("switchyard_causal_waits_total", C, load(&st.causal_waits)),
@@ -161,10 +208,48 @@ pub fn scrape(shared: &crate::session::Shared) -> Vec<Sample> {
             *n as f64,
         ));
     }
+    for (origin, code, n) in st.errors.nonzero() {
+        out.push(labelled(
+            "switchyard_errors_total",
+            C,
+            vec![
+                ("origin", origin.as_str().into()),
+                ("code", code.to_string()),
+            ],
+            n as f64,
+        ));
+    }
+    topology_samples(&shared.topology.observer, &mut out);
     for e in &shared.topology.full().entries {
         backend_samples(shared, e, &mut out);
     }
     out
+}
+
+fn topology_samples(obs: &crate::topology::Observer, out: &mut Vec<Sample>) {
+    use Kind::{Counter as C, Gauge as G};
+    let hold = |outcome: &str| vec![("outcome", outcome.to_string())];
+    out.extend([
+        sample("switchyard_topology_changes_total", C, load(&obs.changes)),
+        sample("switchyard_failovers_total", C, load(&obs.failovers)),
+        sample(
+            "switchyard_write_hold_queue",
+            G,
+            obs.holding.load(Ordering::Relaxed) as f64,
+        ),
+        labelled(
+            "switchyard_write_holds_total",
+            C,
+            hold("served"),
+            load(&obs.holds_served),
+        ),
+        labelled(
+            "switchyard_write_holds_total",
+            C,
+            hold("timeout"),
+            load(&obs.holds_timed_out),
+        ),
+    ]);
 }
 
 fn backend_samples(
@@ -193,6 +278,14 @@ fn backend_samples(
         b(),
         f64::from(u8::from(e.lag_ok)),
     ));
+    if let Some(ms) = e.node.lag() {
+        out.push(labelled(
+            "switchyard_backend_replica_lag_seconds",
+            G,
+            b(),
+            ms as f64 / 1000.0,
+        ));
+    }
     out.push(labelled(
         "switchyard_backend_requests_in_flight",
         G,
@@ -227,11 +320,19 @@ fn backend_samples(
             l(None),
             load(&p.stats.opened),
         ));
+        for why in crate::pool::Closed::ALL {
+            out.push(labelled(
+                "switchyard_pool_connections_closed_total",
+                C,
+                l(Some(("reason", why.as_str()))),
+                load(&p.stats.closed[why as usize]),
+            ));
+        }
         out.push(labelled(
-            "switchyard_pool_connections_closed_total",
+            "switchyard_pool_lease_waits_total",
             C,
             l(None),
-            load(&p.stats.closed),
+            load(&p.stats.waits),
         ));
         out.push(labelled(
             "switchyard_pool_leases_total",

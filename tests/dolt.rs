@@ -72,6 +72,37 @@ async fn the_probe_reads_dolt_roles_and_the_higher_epoch_wins() {
             + b.writes.load(std::sync::atomic::Ordering::Relaxed),
         2
     );
+    // the metrics saw it: one failover (n1 -> n2), one write that waited and timed out
+    let obs = &p.shared.topology.observer;
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(load(&obs.failovers), 1);
+    assert_eq!(
+        (load(&obs.holds_served), load(&obs.holds_timed_out)),
+        (0, 1)
+    );
+    assert_eq!(obs.holding.load(std::sync::atomic::Ordering::Relaxed), 0);
+    // a primary again, while a write waits for it: served, and the time without one seen
+    let writer =
+        tokio::spawn(async move { c.query_drop("INSERT INTO t VALUES (4)").await.map(|_| c) });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(obs.holding.load(std::sync::atomic::Ordering::Relaxed), 1);
+    b.set_role_quietly("primary", 3);
+    writer
+        .await
+        .unwrap()
+        .expect("held, then run on the new primary");
+    assert_eq!(
+        (load(&obs.holds_served), load(&obs.holds_timed_out)),
+        (1, 1)
+    );
+    let text = p
+        .shared
+        .metrics
+        .render(&switchyard::metrics::scrape(&p.shared));
+    assert!(
+        text.contains("switchyard_failover_hold_seconds_count 1"),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -464,8 +464,9 @@ async fn the_admin_port_lists_sessions() {
 }
 
 /// `GET /metrics` parses as Prometheus text with a real parser (Python's prometheus_client):
-/// `switchyard_` families, the statement latency histogram, and statements counted by
-/// route, primary and standby.
+/// `switchyard_` families, the statement latency histogram, statements counted by route and
+/// command, errors by origin and code, parse fallbacks, pool closes by reason, and the
+/// topology's failover and write-hold families.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_parse_as_prometheus_text_with_routes() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -475,6 +476,14 @@ async fn metrics_parse_as_prometheus_text_with_routes() {
     c.query_drop("/* switchyard: primary */ SELECT 1")
         .await
         .unwrap();
+    c.exec_drop("SELECT ?", (1,)).await.unwrap();
+    // a server error (1146), a proxy error (1094: no such session), a read sqlparser cannot
+    // judge (an executable comment)
+    assert!(c.query_drop("SELECT * FROM no_such_table_m").await.is_err());
+    assert!(c.query_drop("KILL 987654").await.is_err());
+    c.query_drop("SELECT /*!50000 1 */").await.unwrap();
+    c.query_drop("DO GET_LOCK('metrics_m', 0)").await.unwrap();
+    c.query_drop("DO RELEASE_LOCK('metrics_m')").await.unwrap();
     let mut s = tokio::net::TcpStream::connect(p.admin).await.unwrap();
     s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .await
@@ -485,30 +494,77 @@ async fn metrics_parse_as_prometheus_text_with_routes() {
     let path = std::env::temp_dir().join(format!("switchyard-metrics-{}.txt", std::process::id()));
     std::fs::write(&path, &body).unwrap();
     let check = r#"
-import sys
+import sys, json
 from prometheus_client.parser import text_string_to_metric_families as parse
 fams = [f for f in parse(open(sys.argv[1]).read()) if f.name.startswith("switchyard_")]
-hist = [f.name for f in fams if f.type == "histogram"]
-routes = {s.labels.get("route") for f in fams for s in f.samples if f.name == "switchyard_statements" and s.value > 0}
-print(len(fams), len(hist), sorted(r for r in routes if r))
+def samples(name):
+    return [s for f in fams for s in f.samples if s.name == name]
+def labels(name, key):
+    return sorted({s.labels.get(key) for s in samples(name) if s.value > 0 and key in s.labels})
+print(json.dumps({
+    "families": len(fams),
+    "histograms": sorted(f.name for f in fams if f.type == "histogram"),
+    "routes": labels("switchyard_statements_total", "route"),
+    "commands": labels("switchyard_statements_total", "command"),
+    "errors": sorted(s.labels["origin"] + ":" + s.labels["code"] for s in samples("switchyard_errors_total") if s.value > 0),
+    "fallbacks": sum(s.value for s in samples("switchyard_parse_fallbacks_total")),
+    "close_reasons": sorted({s.labels["reason"] for s in samples("switchyard_pool_connections_closed_total")}),
+    "names": sorted({f.name for f in fams}),
+}))
 "#;
     let r = std::process::Command::new("python3")
         .args(["-c", check, path.to_str().unwrap()])
         .output()
         .unwrap();
     std::fs::remove_file(&path).ok();
-    let said = String::from_utf8_lossy(&r.stdout).trim().to_string();
     assert!(
         r.status.success(),
         "{}\n{body}",
         String::from_utf8_lossy(&r.stderr)
     );
-    let mut parts = said.splitn(3, ' ');
-    let families: usize = parts.next().unwrap().parse().unwrap();
-    let histograms: usize = parts.next().unwrap().parse().unwrap();
-    assert!(families >= 10, "{said}\n{body}");
-    assert!(histograms >= 1, "{said}");
-    assert_eq!(parts.next(), Some("['primary', 'standby']"), "{said}");
+    let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    let strs = |k: &str| -> Vec<String> {
+        v[k].as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_str().unwrap().to_string())
+            .collect()
+    };
+    assert!(v["families"].as_u64().unwrap() >= 20, "{v}\n{body}");
+    let hist = strs("histograms");
+    for h in [
+        "switchyard_statement_duration_seconds",
+        "switchyard_failover_hold_seconds",
+        "switchyard_write_hold_seconds",
+    ] {
+        assert!(hist.iter().any(|x| x == h), "{h} missing: {hist:?}");
+    }
+    assert_eq!(strs("routes"), ["primary", "standby"], "{v}");
+    assert_eq!(strs("commands"), ["execute", "query"], "{v}");
+    let errors = strs("errors");
+    assert!(errors.contains(&"server:1146".to_string()), "{v}");
+    assert!(errors.contains(&"proxy:1094".to_string()), "{v}");
+    assert!(v["fallbacks"].as_f64().unwrap() >= 1.0, "{v}");
+    assert_eq!(
+        strs("close_reasons"),
+        ["broken", "evicted", "idle", "retired", "stale"],
+        "{v}"
+    );
+    let names = strs("names");
+    for n in [
+        "switchyard_client_connections_accepted",
+        "switchyard_failovers",
+        "switchyard_topology_changes",
+        "switchyard_write_hold_queue",
+        "switchyard_write_holds",
+        "switchyard_pool_lease_waits",
+        "switchyard_pool_lease_timeouts",
+        "switchyard_pins",
+        "switchyard_build_info",
+        "switchyard_backend_up",
+    ] {
+        assert!(names.iter().any(|x| x == n), "{n} missing: {names:?}");
+    }
     p.shutdown();
 }
 

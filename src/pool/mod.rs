@@ -33,14 +33,59 @@ pub enum PoolError {
     UnknownUser(String),
 }
 
-/// Counters of one pool, for /status.
+/// Counters of one pool, for /status and /metrics.
 #[derive(Debug, Default)]
 pub struct PoolStats {
     pub opened: AtomicU64,
-    pub closed: AtomicU64,
+    /// Closed, by `Closed` reason.
+    pub closed: [AtomicU64; Closed::ALL.len()],
     pub leases: AtomicU64,
+    /// Leases that found no idle connection and no free place, and waited.
+    pub waits: AtomicU64,
     pub timeouts: AtomicU64,
     pub in_use: AtomicUsize,
+}
+
+impl PoolStats {
+    pub fn closed_total(&self) -> u64 {
+        self.closed.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+}
+
+/// Why a backend connection was closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Closed {
+    /// Idle past `idle_timeout_s`, or older than `max_lifetime_s`, while idle.
+    Idle = 0,
+    /// Found dead or too old when about to be lent.
+    Stale = 1,
+    /// Gave its place up to another user, class or schema.
+    Evicted = 2,
+    /// Its pool was retired: drain, a removed backend, a changed password, SET GLOBAL,
+    /// a smaller pool.
+    Retired = 3,
+    /// Not returned clean: an error, a lost client, state that could not be reset.
+    Broken = 4,
+}
+
+impl Closed {
+    pub const ALL: [Closed; 5] = [
+        Closed::Idle,
+        Closed::Stale,
+        Closed::Evicted,
+        Closed::Retired,
+        Closed::Broken,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Closed::Idle => "idle",
+            Closed::Stale => "stale",
+            Closed::Evicted => "evicted",
+            Closed::Retired => "retired",
+            Closed::Broken => "broken",
+        }
+    }
 }
 
 /// A connection that holds its places in the per-user and per-backend limits.
@@ -220,7 +265,7 @@ impl NodePools {
         drop(pools);
         for p in retired {
             let idle: Vec<_> = p.idle.lock().drain(..).collect();
-            idle.into_iter().for_each(|c| p.discard(c));
+            idle.into_iter().for_each(|c| p.discard(c, Closed::Retired));
         }
     }
 
@@ -281,6 +326,7 @@ impl NodePools {
             .pool(user, class)
             .ok_or_else(|| PoolError::UnknownUser(user.to_string()))?;
         let deadline = tokio::time::Instant::now() + timeout;
+        let mut waited = false;
         let pooled = loop {
             if let Some(p) = pool.pop_idle(fits) {
                 break p;
@@ -292,6 +338,9 @@ impl NodePools {
                 continue;
             }
             let notified = pool.released.notified();
+            if !std::mem::replace(&mut waited, true) {
+                pool.stats.waits.fetch_add(1, Ordering::Relaxed);
+            }
             tokio::select! {
                 _ = notified => continue,
                 p = self.wait_slots(&pool) => break pool.open(p).await?,
@@ -334,7 +383,7 @@ impl NodePools {
             idle.remove(i)?
         };
         if !pooled.conn.looks_alive() {
-            pool.discard(pooled);
+            pool.discard(pooled, Closed::Stale);
             return None;
         }
         Some(self.make_lease(pool, pooled))
@@ -382,14 +431,20 @@ impl NodePools {
         self.user_pools()
             .iter()
             .filter(|p| p.user == pool.user && !std::ptr::eq(p.as_ref(), pool))
-            .any(|p| p.idle.lock().pop_front().map(|c| p.discard(c)).is_some())
+            .any(|p| {
+                let c = p.idle.lock().pop_front();
+                c.map(|c| p.discard(c, Closed::Evicted)).is_some()
+            })
     }
 
     fn evict_one_idle(&self, except: &UserPool) -> bool {
         self.user_pools()
             .iter()
             .filter(|p| !std::ptr::eq(p.as_ref(), except))
-            .any(|p| p.idle.lock().pop_front().map(|c| p.discard(c)).is_some())
+            .any(|p| {
+                let c = p.idle.lock().pop_front();
+                c.map(|c| p.discard(c, Closed::Evicted)).is_some()
+            })
     }
 
     /// Closes idle connections past their idle timeout or lifetime, keeping min_idle.
@@ -452,7 +507,7 @@ impl NodePools {
     pub fn drain_idle(&self) {
         for p in self.user_pools() {
             let all: Vec<_> = p.idle.lock().drain(..).collect();
-            all.into_iter().for_each(|c| p.discard(c));
+            all.into_iter().for_each(|c| p.discard(c, Closed::Retired));
         }
     }
 
@@ -480,7 +535,7 @@ impl UserPool {
             if p.conn.looks_alive() && p.conn.created.elapsed() < self.limits.max_lifetime {
                 return Some(p);
             }
-            self.discard(p);
+            self.discard(p, Closed::Stale);
         }
     }
 
@@ -493,7 +548,7 @@ impl UserPool {
             };
             idle.remove(i)
         };
-        p.map(|p| self.discard(p)).is_some()
+        p.map(|p| self.discard(p, Closed::Evicted)).is_some()
     }
 
     async fn open(
@@ -510,8 +565,8 @@ impl UserPool {
         })
     }
 
-    fn discard(&self, p: Pooled) {
-        self.stats.closed.fetch_add(1, Ordering::Relaxed);
+    fn discard(&self, p: Pooled, why: Closed) {
+        self.stats.closed[why as usize].fetch_add(1, Ordering::Relaxed);
         drop(p);
     }
 
@@ -532,7 +587,9 @@ impl UserPool {
         }
         *idle = keep;
         drop(idle);
-        dropped.into_iter().for_each(|p| self.discard(p));
+        dropped
+            .into_iter()
+            .for_each(|p| self.discard(p, Closed::Idle));
     }
 
     pub fn idle_len(&self) -> usize {
@@ -560,7 +617,7 @@ impl Lease {
     pub fn release(mut self) {
         if let Some(mut p) = self.pooled.take() {
             if p.generation < self.pool.generation.load(Ordering::Relaxed) {
-                self.pool.discard(p);
+                self.pool.discard(p, Closed::Retired);
                 self.pool.released.notify_one();
                 return;
             }
@@ -576,7 +633,7 @@ impl Drop for Lease {
         self.pool.stats.in_use.fetch_sub(1, Ordering::Relaxed);
         self.outstanding.fetch_sub(1, Ordering::Relaxed);
         if let Some(p) = self.pooled.take() {
-            self.pool.discard(p);
+            self.pool.discard(p, Closed::Broken);
         }
     }
 }

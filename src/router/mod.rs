@@ -153,6 +153,9 @@ pub struct Statement {
     pub begins_transaction: bool,
     /// The routing hint read from a leading comment (even when it could not be followed).
     pub hint: Option<hint::Hint>,
+    /// A read the fast path could not clear and sqlparser could not judge (it did not
+    /// parse, or carries an executable comment): sent to the primary to be safe.
+    pub unparsed: bool,
 }
 
 /// What of a session decides where its next statement runs (pure data: `route` needs no
@@ -211,6 +214,13 @@ impl Classified {
             st: Statement::default(),
             read,
         }
+    }
+
+    /// A read that could not be judged: the primary, counted as a parse fallback.
+    pub fn unparsed() -> Self {
+        let mut c = Classified::primary(true);
+        c.st.unparsed = true;
+        c
     }
 
     fn pin(mut self, r: PinReason) -> Self {

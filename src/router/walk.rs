@@ -163,12 +163,12 @@ pub(crate) fn slow_read(sql: &[u8], off: usize) -> Classified {
     }
     if exec {
         // sqlparser drops executable comments that the server runs: it cannot judge them.
-        return Classified::primary(true);
+        return Classified::unparsed();
     }
     match parses_as_plain_query(&sql[off..]) {
         Some(true) => Classified::standby(),
         Some(false) => Classified::primary(false),
-        None => Classified::primary(true),
+        None => Classified::unparsed(),
     }
 }
 

@@ -221,12 +221,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         exclude: Option<usize>,
         deadline: tokio::time::Instant,
     ) -> Result<(std::sync::Arc<crate::topology::Node>, bool), ClientError> {
+        let topo = &self.shared.topology;
+        let version = topo.snapshot().version;
+        let first = self.pick(target, exclude);
+        if first.is_ok() || tokio::time::Instant::now() >= deadline {
+            return first;
+        }
+        // the hold: counted while it lasts, its wait observed
+        let mut hold = topo.observer.hold_guard();
+        topo.changed_since(version, deadline).await;
         loop {
-            let version = self.shared.topology.snapshot().version;
+            let version = topo.snapshot().version;
             match self.pick(target, exclude) {
-                Ok(found) => return Ok(found),
+                Ok(found) => {
+                    hold.served = true;
+                    return Ok(found);
+                }
                 Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
-                Err(_) => self.shared.topology.changed_since(version, deadline).await,
+                Err(_) => topo.changed_since(version, deadline).await,
             }
         }
     }
@@ -343,6 +355,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let (result, out_seq) =
             relay_on(conn, &mut self.io, payload, (kind, enc, seq), digest).await;
         *self.handle.running.lock() = None;
+        if let Some(e) = result.as_ref().ok().and_then(|s| s.error.as_ref()) {
+            let origin = super::registry::Origin::Server;
+            self.shared.stats.errors.count(origin, e.code);
+        }
         Forwarded { result, out_seq }
     }
 
@@ -459,6 +475,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 Err(_) => {}
             }
         });
+    }
+
+    /// A statement the router could not judge (it goes to the primary) is counted.
+    pub(super) fn count_fallback(&self, stmt: &crate::router::Statement) {
+        if stmt.unparsed {
+            let s = &self.shared.stats;
+            s.parse_fallbacks.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     pub(super) fn count_route(&self, u: &InUse) {

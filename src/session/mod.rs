@@ -400,6 +400,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     }
 
     async fn send_err(&mut self, seq: u8, e: &ClientError) -> Result<(), SessionEnd> {
+        let (code, origin) = match e {
+            ClientError::Server(s) => (s.code, registry::Origin::Server),
+            _ => (e.code().0, registry::Origin::Proxy),
+        };
+        self.shared.stats.errors.count(origin, code);
         self.io.send(seq, &e.payload()).await?;
         Ok(())
     }

@@ -48,6 +48,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
         let sql: Arc<[u8]> = Arc::from(&p[1..]);
         let class = router::classify(&sql);
+        self.count_fallback(&class);
         let target = self.route(&class);
         let mut u = match self.acquire(target, None).await {
             Ok(u) => u,

@@ -32,6 +32,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         } else {
             router::classify(sql)
         };
+        self.count_fallback(&stmt);
         if let Some(k) = stmt.kill {
             return self.kill(k.id, k.query_only).await;
         }
@@ -85,7 +86,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             match f.result {
                 Ok(summary) => {
                     let took = started.elapsed();
-                    self.shared.metrics.statement(u.standby, took);
+                    self.shared
+                        .metrics
+                        .statement(u.standby, cmd.payload[0], took);
                     self.record_digest(cmd, &summary, took, u.standby);
                     let resolved = self.resolve_expressions(&mut u, stmt, &summary).await;
                     let ended = self.after_statement(&mut u, stmt, &summary, cmd, &resolved);

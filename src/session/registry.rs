@@ -130,6 +130,72 @@ pub struct Stats {
     pub causal_waits: std::sync::atomic::AtomicU64,
     pub causal_fallbacks: std::sync::atomic::AtomicU64,
     pub pins: Mutex<HashMap<&'static str, u64>>,
+    /// Client connections accepted (before authentication).
+    pub accepted_connections: std::sync::atomic::AtomicU64,
+    /// Statements the fast path could not clear and sqlparser could not parse: sent to
+    /// the primary to be safe.
+    pub parse_fallbacks: std::sync::atomic::AtomicU64,
+    /// Error packets by origin and code.
+    pub errors: ErrorCounts,
+}
+
+/// Where an error packet a client got came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// switchyard wrote it.
+    Proxy = 0,
+    /// A backend wrote it and switchyard relayed it.
+    Server = 1,
+}
+
+impl Origin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Proxy => "proxy",
+            Origin::Server => "server",
+        }
+    }
+}
+
+/// Error counts by (origin, code), one atomic per possible code: counting takes no lock
+/// and allocates nothing. Codes at or above `CODES` (none MySQL or MariaDB use) share the
+/// last slot.
+pub struct ErrorCounts {
+    counts: Box<[std::sync::atomic::AtomicU64]>,
+}
+
+impl ErrorCounts {
+    pub const CODES: usize = 10_000;
+
+    pub fn count(&self, origin: Origin, code: u16) {
+        let i = origin as usize * Self::CODES + usize::from(code).min(Self::CODES - 1);
+        self.counts[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Every (origin, code, count) with a count above zero.
+    pub fn nonzero(&self) -> Vec<(Origin, u16, u64)> {
+        self.counts
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| {
+                let n = c.load(std::sync::atomic::Ordering::Relaxed);
+                let origin = if i < Self::CODES {
+                    Origin::Proxy
+                } else {
+                    Origin::Server
+                };
+                (n > 0).then_some((origin, (i % Self::CODES) as u16, n))
+            })
+            .collect()
+    }
+}
+
+impl Default for ErrorCounts {
+    fn default() -> Self {
+        ErrorCounts {
+            counts: (0..2 * Self::CODES).map(|_| Default::default()).collect(),
+        }
+    }
 }
 
 impl Stats {

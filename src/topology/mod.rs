@@ -25,6 +25,71 @@ pub struct Node {
     pub address: String,
     /// Requests running on this backend now (least-outstanding balancing).
     pub outstanding: Arc<std::sync::atomic::AtomicUsize>,
+    /// The replication lag the last probe found, in ms (`LAG_UNKNOWN`: none known). Kept
+    /// here, not in snapshots, so a probe that only moves the lag publishes nothing.
+    pub lag_ms: std::sync::atomic::AtomicU64,
+}
+
+/// `Node::lag_ms` when no lag is known (a primary, replication stopped, not probed).
+pub const LAG_UNKNOWN: u64 = u64::MAX;
+
+impl Node {
+    pub fn lag(&self) -> Option<u64> {
+        Some(self.lag_ms.load(Ordering::Relaxed)).filter(|&l| l != LAG_UNKNOWN)
+    }
+}
+
+/// What the topology reports to metrics: its counters, and histogram handles (no-ops
+/// unless the proxy's metrics gave real ones).
+#[derive(Default)]
+pub struct Observer {
+    /// Snapshots published (any change of role, health, lag standing, backends).
+    pub changes: std::sync::atomic::AtomicU64,
+    /// A different backend elected primary.
+    pub failovers: std::sync::atomic::AtomicU64,
+    /// Statements waiting now for a primary (the write hold's queue).
+    pub holding: std::sync::atomic::AtomicUsize,
+    /// Statements that waited for a primary, by outcome.
+    pub holds_served: std::sync::atomic::AtomicU64,
+    pub holds_timed_out: std::sync::atomic::AtomicU64,
+    /// Seconds without an elected primary, observed when one is elected again.
+    pub absent: Option<metrics::Histogram>,
+    /// Seconds a statement waited for a primary.
+    pub hold: Option<metrics::Histogram>,
+}
+
+impl Observer {
+    /// Counts a statement that waits for a primary until the guard is dropped.
+    pub fn hold_guard(&self) -> HoldGuard<'_> {
+        self.holding.fetch_add(1, Ordering::Relaxed);
+        HoldGuard {
+            obs: self,
+            started: std::time::Instant::now(),
+            served: false,
+        }
+    }
+}
+
+/// One statement in the write hold.
+pub struct HoldGuard<'a> {
+    obs: &'a Observer,
+    started: std::time::Instant,
+    pub served: bool,
+}
+
+impl Drop for HoldGuard<'_> {
+    fn drop(&mut self) {
+        self.obs.holding.fetch_sub(1, Ordering::Relaxed);
+        let outcome = if self.served {
+            &self.obs.holds_served
+        } else {
+            &self.obs.holds_timed_out
+        };
+        outcome.fetch_add(1, Ordering::Relaxed);
+        if let Some(h) = &self.obs.hold {
+            h.record(self.started.elapsed().as_secs_f64());
+        }
+    }
 }
 
 /// One backend as a snapshot sees it.
@@ -173,6 +238,7 @@ pub enum Update {
 
 /// The handle sessions and the admin endpoint hold.
 pub struct Topology {
+    pub observer: Observer,
     current: ArcSwap<Snapshot>,
     updates: mpsc::Sender<Update>,
     version: watch::Sender<u64>,
@@ -181,8 +247,14 @@ pub struct Topology {
 impl Topology {
     /// An empty topology and the receiver its owner reads updates from.
     pub fn new() -> (Arc<Topology>, mpsc::Receiver<Update>) {
+        Self::observed(Observer::default())
+    }
+
+    /// An empty topology that reports to `observer`.
+    pub fn observed(observer: Observer) -> (Arc<Topology>, mpsc::Receiver<Update>) {
         let (tx, rx) = mpsc::channel(1024);
         let t = Topology {
+            observer,
             current: ArcSwap::from_pointee(Snapshot::default()),
             updates: tx,
             version: watch::channel(0).0,

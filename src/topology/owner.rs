@@ -40,6 +40,7 @@ impl NodeFactory {
             name: ep.key.clone(),
             address: ep.address.clone(),
             outstanding: Default::default(),
+            lag_ms: super::LAG_UNKNOWN.into(),
         })
     }
 
@@ -72,6 +73,11 @@ pub struct Owner {
     probes: HashMap<usize, Probe>,
     next_id: usize,
     fast: watch::Sender<bool>,
+    /// The elected primary of the last snapshot, and since when there has been none.
+    elected: Option<usize>,
+    absent_since: Option<std::time::Instant>,
+    /// The last backend elected primary (None before the first election).
+    last_primary: Option<usize>,
 }
 
 impl Owner {
@@ -88,6 +94,9 @@ impl Owner {
             probes: HashMap::new(),
             next_id: 0,
             fast: watch::channel(false).0,
+            elected: None,
+            absent_since: None,
+            last_primary: None,
         };
         let mut snap = Snapshot::default();
         if let Some(eps) = initial {
@@ -108,10 +117,47 @@ impl Owner {
 
     fn publish(&mut self, mut s: Snapshot) {
         s.version += 1;
-        let missing = s.primary().is_none();
+        let elected = s.primary().map(|n| n.id);
+        self.observe(elected);
+        let missing = elected.is_none();
         self.topo.publish(s);
         self.fast
             .send_if_modified(|f| std::mem::replace(f, missing) != missing);
+    }
+
+    /// Counts the change; a different backend elected primary is a failover, and the
+    /// time without one (if any) is observed.
+    fn observe(&mut self, elected: Option<usize>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let obs = &self.topo.observer;
+        obs.changes.fetch_add(1, Relaxed);
+        let was = std::mem::replace(&mut self.elected, elected);
+        let Some(new) = elected else {
+            if was.is_some() {
+                self.absent_since = Some(std::time::Instant::now());
+            }
+            return;
+        };
+        if was == Some(new) {
+            return;
+        }
+        let gap = self.absent_since.take().map(|t| t.elapsed());
+        // the first election at start is no failover
+        let Some(prev) = self.last_primary.replace(new) else {
+            return;
+        };
+        if let (Some(gap), Some(h)) = (gap, &obs.absent) {
+            h.record(gap.as_secs_f64());
+        }
+        if prev != new {
+            obs.failovers.fetch_add(1, Relaxed);
+            tracing::info!(
+                from = prev,
+                to = new,
+                without_primary_ms = gap.map(|g| g.as_millis() as u64),
+                "failover: another backend elected primary"
+            );
+        }
     }
 
     fn poke_all(&self) {
@@ -262,6 +308,10 @@ pub(super) fn dolt_standby_lags(s: &mut Snapshot, max_lag: Option<Duration>) -> 
             .iter()
             .find(|(remote, _)| e.key.eq_ignore_ascii_case(remote))
             .map_or(worst, |r| r.1);
+        let lag = own.unwrap_or(super::LAG_UNKNOWN);
+        e.node
+            .lag_ms
+            .store(lag, std::sync::atomic::Ordering::Relaxed);
         let ok = own.is_some_and(|ms| ms <= max.as_millis() as u64);
         changed |= ok != e.lag_ok;
         e.lag_ok = ok;
@@ -284,6 +334,10 @@ pub(super) fn apply_probe(
             e.last_error = None;
             e.epoch = p.epoch;
             e.reported_lags = p.reported_lags;
+            let lag = p.lag_ms.unwrap_or(super::LAG_UNKNOWN);
+            e.node
+                .lag_ms
+                .store(lag, std::sync::atomic::Ordering::Relaxed);
             e.lag_ok = match (max_lag, p.lag_ms) {
                 (None, _) => true,
                 (Some(max), Some(ms)) => ms <= max.as_millis() as u64,

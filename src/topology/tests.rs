@@ -9,6 +9,7 @@ fn node(id: usize) -> Arc<Node> {
         name: format!("n{id}"),
         address: String::new(),
         outstanding: Default::default(),
+        lag_ms: LAG_UNKNOWN.into(),
     })
 }
 
