@@ -39,7 +39,8 @@ async fn guard(
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
-    let allowed = match &s.admin_token {
+    let token = s.admin_token.load_full();
+    let allowed = match token.as_ref() {
         Some(t) => req
             .headers()
             .get(axum::http::header::AUTHORIZATION)
@@ -50,7 +51,7 @@ async fn guard(
     };
     if !allowed {
         tracing::warn!(%peer, path = %req.uri().path(), "admin request refused");
-        let why = if s.admin_token.is_some() {
+        let why = if token.is_some() {
             (StatusCode::UNAUTHORIZED, "a bearer token is required\n")
         } else {
             (

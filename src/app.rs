@@ -17,7 +17,7 @@ use crate::protocol::handshake::ServerProfile;
 use crate::session::registry::{Registry, Stats};
 use crate::session::{SessionLimits, Shared, UserInfo};
 use crate::topology::probe::ProbeParams;
-use crate::topology::{Endpoint, NodeFactory, Owner, Topology};
+use crate::topology::{Endpoint, NodeFactory, Owner, Topology, Update};
 use std::collections::HashMap;
 
 /// A running proxy: its bound addresses and a way to stop it.
@@ -99,10 +99,10 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         stats: Stats::default(),
         metrics,
         digests: crate::digest::Digests::new(cfg.server.digest_bytes),
-        admin_token: cfg.admin.token.clone(),
+        admin_token: arc_swap::ArcSwap::from_pointee(cfg.admin.token.clone()),
         profile,
         last_gtid: Default::default(),
-        limits: session_limits(&cfg),
+        limits: arc_swap::ArcSwap::from_pointee(session_limits(&cfg)),
         draining: watch::channel(false).0,
         unready: Default::default(),
     });
@@ -174,33 +174,73 @@ fn user_infos(cfg: &Config) -> HashMap<String, UserInfo> {
         .collect()
 }
 
-/// Applies a new configuration to a running proxy: users, their passwords and policies
-/// (sessions already in keep their login; pools of a removed user or a changed password
-/// are retired). Everything else takes effect at the next start; the names of the
-/// sections that differ are returned so the caller can say so.
+/// Applies a new configuration to a running proxy. Users, passwords and policies apply at
+/// once (sessions already in keep their login; pools of a removed user or a changed password
+/// are retired); pool sizes and timeouts, routing, session limits and the write hold apply
+/// to the next statement or lease (connections in use keep working; a smaller pool takes
+/// places back as they return); health settings restart the probes; static backends are
+/// added, removed or changed as the file says (a removed one's sessions keep their
+/// connection until they let it go). The settings that only a restart applies are named in
+/// the result.
 pub fn reload(shared: &Shared, old: &Config, new: &Config) -> Vec<&'static str> {
+    let users = user_passwords(new);
     shared.users.store(Arc::new(user_infos(new)));
-    shared.pools.set_users(&user_passwords(new));
+    shared.pools.set_users(&users);
+    shared.limits.store(Arc::new(session_limits(new)));
+    shared.admin_token.store(Arc::new(new.admin.token.clone()));
+    if old.pool != new.pool {
+        shared.pools.set_limits(&pool_limits(new));
+    }
+    let monitor = |c: &Config| monitor_credentials(c, &user_passwords(c));
+    if old.health != new.health || monitor(old) != monitor(new) {
+        let f = Box::new(node_factory(new, &users));
+        send(shared, Update::Health(f));
+    }
+    let is_static = new.discovery.kind == DiscoveryKind::Static;
+    if is_static && old.backends != new.backends {
+        send(shared, Update::Endpoints(static_endpoints(new)));
+    }
     shared
         .config_version
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let differs =
-        |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
-    let mut restart = Vec::new();
-    for (name, changed) in [
-        ("server", differs(&old.server, &new.server)),
-        ("pool", differs(&old.pool, &new.pool)),
-        ("routing", differs(&old.routing, &new.routing)),
-        ("health", differs(&old.health, &new.health)),
-        ("topology", differs(&old.topology, &new.topology)),
-        ("discovery", differs(&old.discovery, &new.discovery)),
-        ("backends", differs(&old.backends, &new.backends)),
-    ] {
-        if changed {
-            restart.push(name);
-        }
+    needs_restart(old, new)
+}
+
+fn send(shared: &Shared, u: Update) {
+    if let Err(e) = shared.topology.sender().try_send(u) {
+        tracing::error!(error = %e, "reload: the topology did not take the update");
     }
-    restart
+}
+
+/// The settings that differ and only a restart applies.
+pub fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
+    let (o, n) = (&old.server, &new.server);
+    [
+        ("server.listen", o.listen != n.listen),
+        ("server.admin_listen", o.admin_listen != n.admin_listen),
+        (
+            "server.max_client_connections",
+            o.max_client_connections != n.max_client_connections,
+        ),
+        (
+            "server.server_version",
+            o.server_version != n.server_version,
+        ),
+        ("server.digest_bytes", o.digest_bytes != n.digest_bytes),
+        (
+            "pool.connect_timeout_ms",
+            old.pool.connect_timeout_ms != new.pool.connect_timeout_ms,
+        ),
+        (
+            "pool.statement_cache",
+            old.pool.statement_cache != new.pool.statement_cache,
+        ),
+        ("topology.kind", old.topology.kind != new.topology.kind),
+        ("discovery", old.discovery != new.discovery),
+    ]
+    .into_iter()
+    .filter_map(|(name, changed)| changed.then_some(name))
+    .collect()
 }
 
 fn user_passwords(cfg: &Config) -> Vec<(String, String)> {

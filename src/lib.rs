@@ -12,6 +12,7 @@ pub mod listener;
 pub mod metrics;
 pub mod pool;
 pub mod protocol;
+pub mod reload;
 pub mod router;
 pub mod session;
 pub mod topology;

@@ -92,9 +92,8 @@ fn run(cfg: Config, args: Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let drain_s = cfg.server.shutdown_timeout_s;
-    let delay_s = cfg.server.shutdown_delay_s;
-    let current = cfg.clone();
+    let current = tokio::sync::watch::channel(cfg.clone()).0;
+    let latest = current.subscribe();
     rt.block_on(async {
         let running = match switchyard::app::start(cfg).await {
             Ok(r) => r,
@@ -103,8 +102,20 @@ fn run(cfg: Config, args: Args) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        tokio::spawn(on_sighup(args, current, running.shared.clone()));
+        let path = args.config.clone();
+        let loader: switchyard::reload::Loader = Box::new(move || load(&args, true));
+        tokio::spawn(switchyard::reload::run(
+            path,
+            loader,
+            current,
+            running.shared.clone(),
+        ));
         wait_for_signal().await;
+        // the shutdown settings of the config in force (a reload may have changed them)
+        let (delay_s, drain_s) = {
+            let c = latest.borrow();
+            (c.server.shutdown_delay_s, c.server.shutdown_timeout_s)
+        };
         tracing::info!(
             delay_s,
             deadline_s = drain_s,
@@ -122,39 +133,6 @@ fn run(cfg: Config, args: Args) -> ExitCode {
         running.shutdown();
         ExitCode::SUCCESS
     })
-}
-
-/// SIGHUP re-reads the config file; it never ends the process. An invalid file is refused
-/// with its reason and the running config stays; a valid one's users, passwords and
-/// policies apply at once, and the sections that need a restart are named.
-async fn on_sighup(
-    args: Args,
-    mut current: Config,
-    shared: std::sync::Arc<switchyard::session::Shared>,
-) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut hup) = signal(SignalKind::hangup()) else {
-        return;
-    };
-    while hup.recv().await.is_some() {
-        match load(&args, true) {
-            Ok(new) => {
-                let restart = switchyard::app::reload(&shared, &current, &new);
-                tracing::info!(
-                    file = %args.config.display(),
-                    users = new.users.len(),
-                    needs_restart = ?restart,
-                    "SIGHUP: reloaded users, passwords and policies"
-                );
-                current = new;
-            }
-            Err(e) => tracing::error!(
-                file = %args.config.display(),
-                error = %e,
-                "SIGHUP: the config file is invalid; keeping the running config"
-            ),
-        }
-    }
 }
 
 async fn wait_for_signal() {

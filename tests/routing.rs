@@ -713,8 +713,13 @@ async fn a_reload_applies_users_at_once() {
     let mut without = old.clone();
     without.users.retain(|u| u.name != "strict");
     without.pool.max_per_user += 1;
+    without.pool.statement_cache += 1;
     let restart = switchyard::app::reload(&p.shared, &old, &without);
-    assert_eq!(restart, vec!["pool"], "what needs a restart is named");
+    assert_eq!(
+        restart,
+        vec!["pool.statement_cache"],
+        "what needs a restart is named (pool sizes do not)"
+    );
     let refused = mysql_async::Conn::new(opts(&p, "strict")).await;
     let code = match refused {
         Err(mysql_async::Error::Server(e)) => e.code,
@@ -734,5 +739,73 @@ async fn a_reload_applies_users_at_once() {
             .load(std::sync::atomic::Ordering::Relaxed),
         3
     );
+    p.shutdown();
+}
+
+/// A reload resizes pools live: a larger pool serves a client that waited for a place at
+/// once; a smaller one leaves the transaction in flight alone and takes its places back as
+/// connections return.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_resizes_pools_without_breaking_connections_in_use() {
+    let one = config(|c| {
+        c.pool.max_per_user = 1;
+        c.pool.lease_timeout_ms = 300;
+    });
+    let p = start(one.clone()).await;
+    let mut a = connect(&p, "app").await;
+    let mut b = connect(&p, "app").await;
+    a.query_drop("BEGIN").await.unwrap();
+    a.query_drop("SELECT 1").await.unwrap();
+    let primary = "/* switchyard: primary */ SELECT 1";
+    let e = b.query_drop(primary).await.unwrap_err();
+    assert_eq!(
+        code(&e),
+        Some(9001),
+        "one place, held by a's transaction: {e}"
+    );
+    let mut two = one.clone();
+    two.pool.max_per_user = 2;
+    assert!(switchyard::app::reload(&p.shared, &one, &two).is_empty());
+    b.query_drop(primary)
+        .await
+        .expect("the second place is there at once");
+    // back to one while a's transaction still holds its connection: a goes on
+    switchyard::app::reload(&p.shared, &two, &one);
+    a.query_drop("SELECT 2").await.unwrap();
+    let e = b.query_drop(primary).await.unwrap_err();
+    assert_eq!(code(&e), Some(9001), "the smaller pool holds: {e}");
+    a.query_drop("COMMIT").await.unwrap();
+    b.query_drop(primary).await.expect("a's place came back");
+    p.shutdown();
+}
+
+/// Static backends follow a reload: one taken out of the file leaves the topology (reads go
+/// elsewhere), put back it returns; health settings restart the probes, which keep working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_changes_static_backends_and_health_live() {
+    let old = config(|_| {});
+    let p = start(old.clone()).await;
+    let keys = |p: &switchyard::app::Running| -> Vec<String> {
+        let s = p.shared.topology.full();
+        s.entries.iter().map(|e| e.key.clone()).collect()
+    };
+    assert_eq!(keys(&p), ["n1", "n2", "n3"]);
+    let mut fewer = old.clone();
+    fewer.backends.retain(|b| b.name != "n3");
+    fewer.health.interval_ms = 300;
+    switchyard::app::reload(&p.shared, &old, &fewer);
+    wait_topology(&p, "n3 removed", |s| s.entries.len() == 2).await;
+    assert_eq!(keys(&p), ["n1", "n2"]);
+    let n3 = server_id_of("127.0.0.13").await;
+    let mut c = connect(&p, "app").await;
+    for _ in 0..10 {
+        let id: u32 = c.query_first("SELECT @@server_id").await.unwrap().unwrap();
+        assert_ne!(id, n3, "a read went to the removed backend");
+    }
+    switchyard::app::reload(&p.shared, &fewer, &old);
+    wait_topology(&p, "n3 back and probed healthy", |s| {
+        s.entries.len() == 3 && s.entries.iter().all(|e| e.checked && e.healthy)
+    })
+    .await;
     p.shutdown();
 }

@@ -4,7 +4,7 @@ use std::fmt;
 
 use serde::Deserialize;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default)]
@@ -29,7 +29,7 @@ pub struct Config {
 
 /// The admin port's mutating endpoints (drain, undrain, digest reset) need this bearer
 /// token; without one they answer only to loopback clients.
-#[derive(Clone, Default, Deserialize)]
+#[derive(Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     #[serde(default)]
@@ -50,7 +50,7 @@ impl fmt::Debug for AdminConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     pub listen: String,
@@ -72,6 +72,9 @@ pub struct ServerConfig {
     pub client_idle_timeout_s: u64,
     /// On SIGTERM: how long transactions in flight may take to finish.
     pub shutdown_timeout_s: u64,
+    /// How often the config file is checked for a new content (a ConfigMap's symlink swap),
+    /// which is then reloaded as on SIGHUP; 0: only SIGHUP reloads.
+    pub config_poll_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -88,11 +91,12 @@ impl Default for ServerConfig {
             shutdown_delay_s: 0,
             client_idle_timeout_s: 0,
             shutdown_timeout_s: 30,
+            config_poll_ms: 2000,
         }
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PoolConfig {
     /// Connections per (backend, user).
@@ -148,7 +152,7 @@ pub enum ReadYourWrites {
     Global,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RoutingConfig {
     /// Whether a session's reads see its own writes: `session` (the default), `global`
@@ -176,7 +180,7 @@ impl Default for RoutingConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HealthConfig {
     pub interval_ms: u64,
@@ -239,7 +243,7 @@ pub enum BackendKind {
     Dolt,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TopologyConfig {
     pub kind: BackendKind,
@@ -256,7 +260,7 @@ impl Default for TopologyConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackendConfig {
     pub name: String,
@@ -276,7 +280,7 @@ impl BackendConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserConfig {
     pub name: String,
@@ -287,7 +291,7 @@ pub struct UserConfig {
 }
 
 /// Where a password comes from: inline, an environment variable, or a file.
-#[derive(Clone, Default, Deserialize)]
+#[derive(Clone, Default, PartialEq, Deserialize)]
 pub struct PasswordSource {
     #[serde(default)]
     pub password: Option<Secret>,
@@ -338,7 +342,7 @@ pub enum DiscoveryKind {
     Kubernetes,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DiscoveryConfig {
     pub kind: DiscoveryKind,

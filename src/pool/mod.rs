@@ -23,6 +23,30 @@ pub struct PoolLimits {
     pub max_lifetime: Duration,
 }
 
+/// The limits every pool reads, swapped whole by a reload.
+type SharedLimits = Arc<arc_swap::ArcSwap<PoolLimits>>;
+
+/// Moves a semaphore's capacity from `from` to `to` places. Growing is immediate;
+/// shrinking takes free places now and the rest as connections give theirs back.
+/// Returns how many places are still to be taken back.
+fn resize(sem: &Arc<Semaphore>, from: usize, to: usize) -> usize {
+    if to >= from {
+        sem.add_permits(to - from);
+        return 0;
+    }
+    let want = from - to;
+    let left = want - sem.forget_permits(want);
+    if left > 0 {
+        let sem = sem.clone();
+        tokio::spawn(async move {
+            if let Ok(p) = sem.acquire_many_owned(left as u32).await {
+                p.forget();
+            }
+        });
+    }
+    left
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum PoolError {
     #[error("timed out after {0:?} waiting for a pooled connection")]
@@ -102,7 +126,7 @@ pub struct NodePools {
     pub name: String,
     address: String,
     base: ConnectParams,
-    limits: PoolLimits,
+    limits: SharedLimits,
     /// Each configured user: password and the slots all its pools share (max_per_user).
     users: RwLock<HashMap<String, (String, Arc<Semaphore>)>>,
     /// By (user, connection class): the class is fixed at connect, so each is its own
@@ -117,7 +141,7 @@ pub struct UserPool {
     pub user: String,
     pub class: ConnClass,
     params: ConnectParams,
-    limits: PoolLimits,
+    limits: SharedLimits,
     idle: Mutex<VecDeque<Pooled>>,
     slots: Arc<Semaphore>,
     released: Notify,
@@ -132,7 +156,7 @@ pub struct UserPool {
 /// drop backends. Pools know nothing of roles.
 pub struct Pools {
     users: RwLock<Vec<(String, String)>>,
-    limits: PoolLimits,
+    limits: SharedLimits,
     base: ConnectParams,
     nodes: RwLock<HashMap<usize, Arc<NodePools>>>,
 }
@@ -142,7 +166,7 @@ impl Pools {
     pub fn new(users: &[(String, String)], limits: &PoolLimits, base: &ConnectParams) -> Self {
         Pools {
             users: RwLock::new(users.to_vec()),
-            limits: limits.clone(),
+            limits: Arc::new(arc_swap::ArcSwap::from_pointee(limits.clone())),
             base: base.clone(),
             nodes: RwLock::new(HashMap::new()),
         }
@@ -206,21 +230,32 @@ impl Pools {
     pub fn renew(&self) {
         self.all().iter().for_each(|n| n.renew());
     }
+
+    /// New limits (a reload): places grow at once; when they shrink, connections in use
+    /// keep working and give their places back as they return (idle ones beyond the new
+    /// limits close now). Timeouts and min_idle apply from the next check.
+    pub fn set_limits(&self, limits: &PoolLimits) {
+        let old = self.limits.swap(Arc::new(limits.clone()));
+        for n in self.all() {
+            n.resize(&old, limits);
+        }
+    }
 }
 
 impl NodePools {
     /// `users`: (name, password) of every configured user.
-    pub fn new(
+    fn new(
         name: &str,
         address: &str,
         users: &[(String, String)],
-        limits: &PoolLimits,
+        limits: &SharedLimits,
         base: &ConnectParams,
     ) -> Self {
+        let now = limits.load();
         let users = users
             .iter()
             .map(|(u, pw)| {
-                let slots = Arc::new(Semaphore::new(limits.max_per_user));
+                let slots = Arc::new(Semaphore::new(now.max_per_user));
                 (u.clone(), (pw.clone(), slots))
             })
             .collect();
@@ -231,7 +266,7 @@ impl NodePools {
             limits: limits.clone(),
             users: RwLock::new(users),
             pools: RwLock::new(HashMap::new()),
-            backend_slots: Arc::new(Semaphore::new(limits.max_per_backend)),
+            backend_slots: Arc::new(Semaphore::new(now.max_per_backend)),
             outstanding: Arc::new(AtomicUsize::new(0)),
         }
     }
@@ -251,7 +286,7 @@ impl NodePools {
             if map.contains_key(u) {
                 gone.push(u.clone());
             }
-            let slots = Arc::new(Semaphore::new(self.limits.max_per_user));
+            let slots = Arc::new(Semaphore::new(self.limits.load().max_per_user));
             map.insert(u.clone(), (pw.clone(), slots));
         }
         drop(map);
@@ -458,7 +493,7 @@ impl NodePools {
     /// idle connections, as far as the limits allow.
     pub async fn top_up(&self) {
         for p in self.busiest_pools() {
-            while p.idle_len() < p.limits.min_idle {
+            while p.idle_len() < p.limits.load().min_idle {
                 let Some(slots) = self.try_slots(&p) else {
                     break;
                 };
@@ -504,6 +539,22 @@ impl NodePools {
         self.drain_idle();
     }
 
+    /// Follows new limits: the backend's places and each user's.
+    fn resize(&self, old: &PoolLimits, new: &PoolLimits) {
+        let mut owed = resize(
+            &self.backend_slots,
+            old.max_per_backend,
+            new.max_per_backend,
+        );
+        for (_, slots) in self.users.read().values() {
+            owed += resize(slots, old.max_per_user, new.max_per_user);
+        }
+        if owed > 0 {
+            // idle connections hold places the smaller limits take back
+            self.drain_idle();
+        }
+    }
+
     pub fn drain_idle(&self) {
         for p in self.user_pools() {
             let all: Vec<_> = p.idle.lock().drain(..).collect();
@@ -532,7 +583,7 @@ impl UserPool {
                 let i = idle.iter().rposition(|p| fits(&p.conn))?;
                 idle.remove(i)?
             };
-            if p.conn.looks_alive() && p.conn.created.elapsed() < self.limits.max_lifetime {
+            if p.conn.looks_alive() && p.conn.created.elapsed() < self.limits.load().max_lifetime {
                 return Some(p);
             }
             self.discard(p, Closed::Stale);
@@ -572,14 +623,15 @@ impl UserPool {
 
     fn reap(&self) {
         let now = Instant::now();
+        let limits = self.limits.load();
         let mut idle = self.idle.lock();
         let mut keep = VecDeque::with_capacity(idle.len());
         let mut dropped = Vec::new();
         // oldest first at the front: those idle longest are reaped first
         while let Some(p) = idle.pop_front() {
-            let expired = now.duration_since(p.conn.idle_since) > self.limits.idle_timeout
-                || p.conn.created.elapsed() > self.limits.max_lifetime;
-            if expired && idle.len() + keep.len() >= self.limits.min_idle {
+            let expired = now.duration_since(p.conn.idle_since) > limits.idle_timeout
+                || p.conn.created.elapsed() > limits.max_lifetime;
+            if expired && idle.len() + keep.len() >= limits.min_idle {
                 dropped.push(p);
             } else {
                 keep.push_back(p);

@@ -147,7 +147,7 @@ async fn check_schema(
     };
     let Ok(mut lease) = shared
         .pools_of(&node)
-        .lease(user, class, shared.limits.lease_timeout)
+        .lease(user, class, shared.limits.load().lease_timeout)
         .await
     else {
         return Ok(());

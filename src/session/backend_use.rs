@@ -46,7 +46,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 
     /// A write on a backend without GTIDs was recent: reads stay on the primary.
     pub(super) fn read_your_writes(&self) -> bool {
-        let Some(w) = self.shared.limits.read_your_writes else {
+        let Some(w) = self.shared.limits.load().read_your_writes else {
             return false;
         };
         !w.is_zero() && self.last_write.is_some_and(|t| t.elapsed() < w)
@@ -55,10 +55,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// Whether a standby connection has applied the session's last write, waiting for it
     /// up to the causal timeout; remembered per standby until the next write.
     async fn causal_ready(&mut self, lease: &mut Lease, node: usize) -> Result<bool, BackendError> {
-        if self.shared.limits.read_your_writes.is_none() {
+        if self.shared.limits.load().read_your_writes.is_none() {
             return Ok(true);
         }
-        if self.shared.limits.causal_global {
+        if self.shared.limits.load().causal_global {
             self.follow_global_gtid();
         }
         let Some(c) = self.causal.as_ref().filter(|c| !c.applied.contains(&node)) else {
@@ -68,7 +68,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             .stats
             .causal_waits
             .fetch_add(1, Ordering::Relaxed);
-        let timeout = self.shared.limits.causal_timeout;
+        let timeout = self.shared.limits.load().causal_timeout;
         let applied = lease.conn().wait_gtid(&c.gtid, timeout).await?;
         if applied {
             if let Some(c) = self.causal.as_mut() {
@@ -140,7 +140,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             // gets a primary connection of its own, the held one stays
             self.held = Some(h);
         }
-        let deadline = tokio::time::Instant::now() + self.shared.limits.write_hold;
+        let deadline = tokio::time::Instant::now() + self.shared.limits.load().write_hold;
         let mut last_err = None;
         for _ in 0..3 {
             let (node, standby) = match self.pick_or_hold(target, exclude, deadline).await {
@@ -307,7 +307,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     }
 
     async fn lease_on(&self, node: &crate::topology::Node) -> Result<Lease, ClientError> {
-        let timeout = self.shared.limits.lease_timeout;
+        let timeout = self.shared.limits.load().lease_timeout;
         let no_schema = self.want.schema.is_none();
         match self
             .shared
@@ -452,7 +452,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let Some(entry) = self.shared.topology.snapshot().node(node).cloned() else {
             return;
         };
-        let timeout = self.shared.limits.lease_timeout;
+        let timeout = self.shared.limits.load().lease_timeout;
         let class = self.class;
         let pools = self.shared.pools_of(&entry.node);
         tokio::spawn(async move {

@@ -77,12 +77,13 @@ pub struct Shared {
     /// Query digests (`/digests`).
     pub digests: crate::digest::Digests,
     /// The bearer token the admin port's mutating endpoints need (None: loopback only).
-    pub admin_token: Option<Secret>,
+    pub admin_token: arc_swap::ArcSwap<Option<Secret>>,
     /// The last GTID any session's write reported (read_your_writes = "global").
     pub last_gtid: parking_lot::Mutex<Option<Vec<u8>>>,
     /// What the backends' greeting says, presented to clients.
     pub profile: crate::protocol::handshake::ServerProfile,
-    pub limits: SessionLimits,
+    /// Swapped whole by a reload.
+    pub limits: arc_swap::ArcSwap<SessionLimits>,
     /// True once a graceful shutdown started.
     pub draining: tokio::sync::watch::Sender<bool>,
     /// Readiness is withdrawn (a shutdown is coming) while clients are still served.
@@ -181,10 +182,10 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send>(
     host: String,
 ) {
     let id = shared.registry.next_id();
-    let mut io = PacketStream::new(stream, shared.limits.max_packet);
+    let mut io = PacketStream::new(stream, shared.limits.load().max_packet);
     io.exact = true;
     let hs = tokio::time::timeout(
-        shared.limits.handshake_timeout,
+        shared.limits.load().handshake_timeout,
         auth::handshake(&mut io, &shared, id, &host),
     )
     .await;
@@ -276,7 +277,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 
     async fn read_command(&mut self) -> Result<bytes::BytesMut, SessionEnd> {
         let read = self.io.read_packet();
-        let packet = match self.shared.limits.idle_timeout {
+        let packet = match self.shared.limits.load().idle_timeout {
             Some(t) => tokio::time::timeout(t, read)
                 .await
                 .map_err(|_| SessionEnd::Closed("idle timeout".into()))?,

@@ -188,7 +188,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     }
 
     fn may_speculate(&self) -> bool {
-        self.shared.limits.optimistic
+        self.shared.limits.load().optimistic
             && self.policy == crate::config::RoutePolicy::Split
             && self.held.is_none()
             && self.autocommit()
@@ -361,7 +361,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// The transaction on the primary with every logged read giving the same bytes.
     async fn replay(&mut self, begin: &[u8], log: &[Entry]) -> Option<InUse> {
         let mut u = self.open_on(Target::Primary, begin).await?;
-        let mut sink = PacketStream::new(Discard, self.shared.limits.max_packet);
+        let mut sink = PacketStream::new(Discard, self.shared.limits.load().max_packet);
         for e in log {
             let enc = self.encoding(u.lease.conn_ref().tracks);
             let cmd = e.cmd.as_cmd();

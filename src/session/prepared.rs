@@ -38,12 +38,12 @@ struct Prepared {
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     pub(super) async fn stmt_prepare(&mut self, p: &[u8]) -> Result<(), SessionEnd> {
         let bytes: usize = self.stmts.values().map(|s| s.sql.len()).sum();
-        if bytes + p.len() > self.shared.limits.max_statement_bytes {
+        if bytes + p.len() > self.shared.limits.load().max_statement_bytes {
             let e = ClientError::OutOfMemory(bytes + p.len());
             return self.send_err(self.reply_seq, &e).await;
         }
-        if self.stmts.len() >= self.shared.limits.max_statements {
-            let e = ClientError::TooManyStatements(self.shared.limits.max_statements);
+        if self.stmts.len() >= self.shared.limits.load().max_statements {
+            let e = ClientError::TooManyStatements(self.shared.limits.load().max_statements);
             return self.send_err(self.reply_seq, &e).await;
         }
         let sql: Arc<[u8]> = Arc::from(&p[1..]);

@@ -64,7 +64,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             return Ok(());
         }
         let started = std::time::Instant::now();
-        let deadline = tokio::time::Instant::now() + self.shared.limits.write_hold;
+        let deadline = tokio::time::Instant::now() + self.shared.limits.load().write_hold;
         let mut exclude = None;
         let mut retries = 0u32;
         loop {
@@ -402,7 +402,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             }
         }
         if let Some(gtid) = &s.gtid {
-            if self.shared.limits.causal_global {
+            if self.shared.limits.load().causal_global {
                 record_latest(&self.shared.last_gtid, gtid);
             }
             self.causal = Some(super::Causal {

@@ -234,6 +234,8 @@ pub enum Update {
     Endpoints(Vec<Endpoint>),
     /// Drain a backend by hand (true) or put it back (false), by name.
     Drain { key: String, on: bool },
+    /// New health settings or monitor credentials: the probes restart with them.
+    Health(Box<NodeFactory>),
 }
 
 /// The handle sessions and the admin endpoint hold.

@@ -33,6 +33,17 @@ pub struct NodeFactory {
     pub max_lag: Option<Duration>,
 }
 
+/// Never shows the monitor password.
+impl std::fmt::Debug for NodeFactory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeFactory")
+            .field("probe", &self.probe)
+            .field("monitor_user", &self.monitor.0)
+            .field("max_lag", &self.max_lag)
+            .finish_non_exhaustive()
+    }
+}
+
 impl NodeFactory {
     fn node(&self, id: usize, ep: &Endpoint) -> Arc<Node> {
         Arc::new(Node {
@@ -191,6 +202,10 @@ impl Owner {
                     .is_some_and(demote)
             }
             Update::Endpoints(eps) => self.set_endpoints(s, eps),
+            Update::Health(f) => {
+                self.set_factory(s, *f);
+                false
+            }
             Update::Drain { key, on } => {
                 s.entries
                     .iter_mut()
@@ -211,8 +226,9 @@ impl Owner {
         let before = s.entries.len();
         let (keep, gone): (Vec<Entry>, Vec<Entry>) =
             std::mem::take(&mut s.entries).into_iter().partition(|e| {
-                eps.iter()
-                    .any(|ep| ep.key == e.key && ep.address == e.node.address)
+                eps.iter().any(|ep| {
+                    ep.key == e.key && ep.address == e.node.address && ep.configured == e.configured
+                })
             });
         for e in gone {
             tracing::info!(backend = %e.key, address = %e.node.address, "backend removed");
@@ -245,8 +261,13 @@ impl Owner {
         self.next_id += 1;
         tracing::info!(backend = %ep.key, address = %ep.address, role = ep.configured.as_str(), label = ?ep.label, "backend added");
         let node = self.factory.node(id, ep);
+        self.spawn_probe(id, &ep.address);
+        Entry::new(node, &ep.key, ep.configured, ep.label)
+    }
+
+    fn spawn_probe(&mut self, id: usize, address: &str) {
         let poke = Arc::new(Notify::new());
-        let opts = self.factory.probe_opts(&ep.address);
+        let opts = self.factory.probe_opts(address);
         let updates = self.topo.sender();
         let task = tokio::spawn(probe::probe_loop(
             id,
@@ -256,8 +277,22 @@ impl Owner {
             poke.clone(),
             self.fast.subscribe(),
         ));
-        self.probes.insert(id, Probe { poke, task });
-        Entry::new(node, &ep.key, ep.configured, ep.label)
+        if let Some(old) = self.probes.insert(id, Probe { poke, task }) {
+            old.task.abort();
+        }
+    }
+
+    /// New health settings or monitor credentials (a reload): every probe restarts with
+    /// them; roles and health stand until the new probes report.
+    fn set_factory(&mut self, s: &Snapshot, factory: NodeFactory) {
+        self.factory = factory;
+        for e in &s.entries {
+            self.spawn_probe(e.node.id, &e.node.address);
+        }
+        tracing::info!(
+            backends = s.entries.len(),
+            "health settings reloaded: probes restarted"
+        );
     }
 
     fn retire(&mut self, e: &Entry) {
