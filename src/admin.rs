@@ -69,16 +69,17 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-async fn readyz(State(s): State<Arc<Shared>>) -> (StatusCode, &'static str) {
+async fn readyz(State(s): State<Arc<Shared>>) -> (StatusCode, String) {
+    let snap = s.topology.snapshot();
+    let unready = |why: String| (StatusCode::SERVICE_UNAVAILABLE, why);
     if *s.draining.borrow() || s.unready.load(Ordering::Relaxed) {
-        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
-    } else if s.topology.snapshot().ready() {
-        (StatusCode::OK, "ready\n")
+        unready("shutting down\n".into())
+    } else if let Some(e) = &snap.discovery_error {
+        unready(format!("kubernetes discovery: {e}\n"))
+    } else if snap.ready() {
+        (StatusCode::OK, "ready\n".into())
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "waiting for the first health check of every backend\n",
-        )
+        unready("waiting for the first health check of every backend\n".into())
     }
 }
 
@@ -192,6 +193,7 @@ async fn status(State(s): State<Arc<Shared>>) -> Json<Value> {
                 "configured_role": e.configured.as_str(),
                 "epoch": e.epoch,
                 "lag_ok": e.lag_ok,
+                "lag_ms": e.node.lag(),
                 "drained": e.drained,
                 "healthy": e.healthy,
                 "checked": e.checked,
@@ -206,6 +208,7 @@ async fn status(State(s): State<Arc<Shared>>) -> Json<Value> {
     Json(json!({
         "backends": backends,
         "topology_version": snap.version,
+        "discovery_error": snap.discovery_error,
         "sessions": s.registry.len(),
         "config_version": s.config_version.load(Ordering::Relaxed),
         "pins": pins,

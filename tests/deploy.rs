@@ -266,3 +266,82 @@ fn logs_can_be_json_lines_without_secrets() {
         );
     }
 }
+
+/// "256Mi", "1Gi", "64M": bytes.
+fn quantity(q: &str) -> u64 {
+    let units = [
+        ("Ki", 1u64 << 10),
+        ("Mi", 1 << 20),
+        ("Gi", 1 << 30),
+        ("k", 1000),
+        ("M", 1_000_000),
+        ("G", 1_000_000_000),
+    ];
+    for (suffix, mult) in units {
+        if let Some(n) = q.strip_suffix(suffix) {
+            return n.parse::<u64>().unwrap() * mult;
+        }
+    }
+    q.parse().unwrap()
+}
+
+/// Dolt's default max_connections.
+const DOLT_MAX_CONNECTIONS: u64 = 128;
+
+/// Each rendering (base and both overlays) is sized and labelled as a platform engineer
+/// expects: the memory limit holds the baseline plus four commands of max_packet_bytes in
+/// flight; a rollout's surge of pods, each with its pool and probe, stays under Dolt's 128
+/// connections with room to spare; pods carry the scrape annotations for the admin port and
+/// the recommended app.kubernetes.io labels (every object too); Kubernetes discovery names
+/// no namespace of its own (it follows the overlay's).
+#[test]
+fn renderings_are_sized_labelled_and_scraped() {
+    let mut renders = vec![("base", render())];
+    for o in ["replace-proxysql", "static"] {
+        let dir = format!("{DEPLOY}/overlays/{o}");
+        if let Some(docs) = render_dir(&dir) {
+            renders.push((o, docs));
+        }
+    }
+    for (name, docs) in renders {
+        let cm = of(&docs, "ConfigMap")[0];
+        let cfg =
+            switchyard::config::Config::from_toml(cm["data"]["switchyard.toml"].as_str().unwrap())
+                .unwrap();
+        let dep = of(&docs, "Deployment")[0];
+        let c = &dep["spec"]["template"]["spec"]["containers"][0];
+        let memory = quantity(c["resources"]["limits"]["memory"].as_str().unwrap());
+        let need = (64 << 20) + 4 * cfg.server.max_packet_bytes as u64;
+        assert!(memory >= need, "{name}: memory limit {memory} < {need}");
+        let replicas = dep["spec"]["replicas"].as_u64().unwrap();
+        let surge = dep["spec"]["strategy"]["rollingUpdate"]["maxSurge"]
+            .as_u64()
+            .unwrap();
+        let per_pod = cfg.pool.max_per_backend as u64 + 1; // its pool and its probe
+        let surge_total = (replicas + surge) * per_pod;
+        assert!(
+            surge_total + 8 <= DOLT_MAX_CONNECTIONS,
+            "{name}: {surge_total} connections per Dolt pod during a rollout"
+        );
+        let ann = &dep["spec"]["template"]["metadata"]["annotations"];
+        assert_eq!(ann["prometheus.io/scrape"], "true", "{name}");
+        let admin_port = cfg.server.admin_listen.rsplit(':').next().unwrap();
+        assert_eq!(ann["prometheus.io/port"], admin_port, "{name}");
+        assert_eq!(ann["prometheus.io/path"], "/metrics", "{name}");
+        let pod_labels = &dep["spec"]["template"]["metadata"]["labels"];
+        for d in docs
+            .iter()
+            .map(|d| &d["metadata"]["labels"])
+            .chain([pod_labels])
+        {
+            assert_eq!(d["app.kubernetes.io/name"], "switchyard", "{name}: {d}");
+            assert_eq!(d["app.kubernetes.io/component"], "proxy", "{name}: {d}");
+        }
+        if cfg.discovery.kind == switchyard::config::DiscoveryKind::Kubernetes {
+            assert!(
+                cfg.discovery.namespace.is_empty(),
+                "{name}: a fixed namespace"
+            );
+        }
+    }
+}

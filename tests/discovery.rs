@@ -116,11 +116,47 @@ async fn the_in_cluster_config_reads_the_service_account() {
         pods.list(&kube::api::ListParams::default()).await.is_err(),
         "the token is checked"
     );
+    // no namespace configured: the pod's own, from the service account
+    let own = switchyard::discovery::kubernetes::in_cluster(&dir, "", env).unwrap();
+    assert_eq!(own.default_namespace, NAMESPACE);
     let missing = switchyard::discovery::kubernetes::in_cluster(&dir, NAMESPACE, |_| None);
     assert!(
         missing.is_err(),
         "no KUBERNETES_SERVICE_HOST: a clear error"
     );
+}
+
+/// A namespace RBAC does not grant (an overlay moved the config, not the Role): a clear
+/// error in /status and /readyz, never a silent watch of nothing; the pod's own namespace
+/// (the kubeconfig context's here) works without being configured.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forbidden_namespace_withdraws_readiness_and_says_why() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let k8s = FakeK8s::start().await;
+    cluster_pods(&k8s).await;
+    ensure_cluster();
+    let cfg = kube_config(&k8s, |c| c.discovery.namespace = "elsewhere".into());
+    let p = switchyard::app::start(cfg).await.unwrap();
+    wait_topology(&p, "the 403 is seen", |s| s.discovery_error.is_some()).await;
+    let why = p.shared.topology.full().discovery_error.clone().unwrap();
+    assert!(
+        why.contains("forbidden") && why.contains("elsewhere"),
+        "{why}"
+    );
+    let mut s = tokio::net::TcpStream::connect(p.admin).await.unwrap();
+    s.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    assert!(out.starts_with("HTTP/1.1 503"), "{out}");
+    assert!(out.contains("forbidden in namespace elsewhere"), "{out}");
+    p.shutdown();
+    // unset: the context's namespace, where the pods are
+    let p = start(kube_config(&k8s, |c| c.discovery.namespace.clear())).await;
+    wait_topology(&p, "three pods", |s| s.entries.len() == 3).await;
+    assert!(p.shared.topology.full().discovery_error.is_none());
+    p.shutdown();
 }
 
 trait ServerId {

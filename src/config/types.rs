@@ -346,6 +346,7 @@ pub enum DiscoveryKind {
 #[serde(deny_unknown_fields, default)]
 pub struct DiscoveryConfig {
     pub kind: DiscoveryKind,
+    /// Empty: the pod's own namespace (the service account's, or the kubeconfig context's).
     pub namespace: String,
     /// Label selector of the database pods.
     pub selector: String,
@@ -365,7 +366,7 @@ impl Default for DiscoveryConfig {
     fn default() -> Self {
         DiscoveryConfig {
             kind: DiscoveryKind::Static,
-            namespace: "dolt-cluster-example".into(),
+            namespace: String::new(),
             selector: "app=dolt".into(),
             role_label: "dolthub.com/cluster_role".into(),
             port: 3306,

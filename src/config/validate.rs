@@ -116,7 +116,6 @@ impl Config {
             return Ok(());
         }
         let checks = [
-            ("discovery.namespace", d.namespace.is_empty()),
             ("discovery.selector", d.selector.is_empty()),
             ("discovery.role_label", d.role_label.is_empty()),
             ("discovery.port", d.port == 0 && d.port_name.is_empty()),

@@ -2,7 +2,10 @@
 //! with an IP is a backend at IP:port (a fixed port or a named container port); its role
 //! label (`primary` / `standby`) is a hint the probes must confirm. The watch survives
 //! disconnects, 410 Gone (both forms) and apiserver restarts: errors back off briefly, and
-//! a watch that keeps failing starts over with a fresh list.
+//! a watch that keeps failing starts over with a fresh list. The namespace is the
+//! configured one, else the pod's own (the service account's, or the kubeconfig context's),
+//! so a kustomize overlay that moves switchyard moves what it watches. A 403 (RBAC does not
+//! let it list pods there) is said plainly and withdraws readiness until a list succeeds.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -96,7 +99,14 @@ pub fn in_cluster(
         .collect::<Result<_, _>>()
         .map_err(|e| err(format!("{}: {e}", ca_path.display())))?;
     let mut config = kube::Config::new(url);
-    config.default_namespace = namespace.to_string();
+    // empty: the pod's own namespace, as the service account says
+    config.default_namespace = if namespace.is_empty() {
+        std::fs::read_to_string(dir.join("namespace"))
+            .map(|n| n.trim().to_string())
+            .unwrap_or_else(|_| "default".into())
+    } else {
+        namespace.to_string()
+    };
     config.root_cert = Some(certs);
     config.auth_info.token = Some(token.trim().to_string().into());
     Ok(config)
@@ -127,7 +137,13 @@ async fn watch(
     cfg: &DiscoveryConfig,
     updates: &mpsc::Sender<Update>,
 ) -> Result<(), ()> {
-    let api: Api<Pod> = Api::namespaced(client, &cfg.namespace);
+    let namespace = if cfg.namespace.is_empty() {
+        client.default_namespace().to_string()
+    } else {
+        cfg.namespace.clone()
+    };
+    tracing::info!(%namespace, selector = %cfg.selector, "kubernetes discovery: watching pods");
+    let api: Api<Pod> = Api::namespaced(client, &namespace);
     let wc = watcher::Config::default()
         .labels(&cfg.selector)
         .timeout(290);
@@ -146,6 +162,15 @@ async fn watch(
             }
             Err(e) => {
                 errors += 1;
+                if let Some(why) = forbidden(&e) {
+                    tracing::error!(%namespace, selector = %cfg.selector, reason = %why,
+                        "kubernetes discovery is forbidden: this service account may not list and watch pods in namespace {namespace}; grant it get, list and watch on pods there (deploy/base/role.yaml) or set discovery.namespace; not ready until it can");
+                    let u = Update::DiscoveryFailed(format!(
+                        "forbidden in namespace {namespace}: {why}"
+                    ));
+                    updates.send(u).await.map_err(|_| ())?;
+                    sent = None; // the next good list is sent again, which clears it
+                }
                 tracing::warn!(error = %e, errors, "kubernetes watch error");
                 if errors >= MAX_ERRORS {
                     return Ok(());
@@ -166,6 +191,18 @@ async fn watch(
         }
     }
     Ok(())
+}
+
+/// The apiserver's message when the request was refused by RBAC (403).
+fn forbidden(e: &watcher::Error) -> Option<String> {
+    let status = match e {
+        watcher::Error::InitialListFailed(kube::Error::Api(s))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(s))
+        | watcher::Error::WatchFailed(kube::Error::Api(s)) => s.as_ref(),
+        watcher::Error::WatchError(s) => s.as_ref(),
+        _ => return None,
+    };
+    (status.code == 403).then(|| status.message.clone())
 }
 
 fn apply_event(

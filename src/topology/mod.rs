@@ -163,6 +163,8 @@ pub struct Snapshot {
     pub version: u64,
     /// Discovery has delivered its first set of backends.
     pub discovered: bool,
+    /// Discovery cannot see the backends (an RBAC 403): not ready until it can.
+    pub discovery_error: Option<String>,
 }
 
 impl Snapshot {
@@ -214,7 +216,7 @@ impl Snapshot {
 
     /// Discovery has answered and every backend has had its first probe.
     pub fn ready(&self) -> bool {
-        self.discovered && self.entries.iter().all(|e| e.checked)
+        self.discovered && self.discovery_error.is_none() && self.entries.iter().all(|e| e.checked)
     }
 }
 
@@ -236,6 +238,8 @@ pub enum Update {
     Drain { key: String, on: bool },
     /// New health settings or monitor credentials: the probes restart with them.
     Health(Box<NodeFactory>),
+    /// Discovery is refused (RBAC): said until its next set of endpoints.
+    DiscoveryFailed(String),
 }
 
 /// The handle sessions and the admin endpoint hold.

@@ -202,6 +202,7 @@ impl Owner {
                     .is_some_and(demote)
             }
             Update::Endpoints(eps) => self.set_endpoints(s, eps),
+            Update::DiscoveryFailed(why) => s.discovery_error.replace(why.clone()) != Some(why),
             Update::Health(f) => {
                 self.set_factory(s, *f);
                 false
@@ -221,8 +222,9 @@ impl Owner {
     /// Replaces the backends with `eps`: new ones get a node and a probe, gone ones are
     /// retired (their idle connections closed), label changes are probed at once.
     fn set_endpoints(&mut self, s: &mut Snapshot, eps: Vec<Endpoint>) -> bool {
-        let mut changed = !s.discovered;
+        let mut changed = !s.discovered || s.discovery_error.is_some();
         s.discovered = true;
+        s.discovery_error = None;
         let before = s.entries.len();
         let (keep, gone): (Vec<Entry>, Vec<Entry>) =
             std::mem::take(&mut s.entries).into_iter().partition(|e| {

@@ -22,6 +22,7 @@ fn snap(entries: Vec<Entry>) -> Snapshot {
         entries,
         version: 1,
         discovered: true,
+        discovery_error: None,
     }
 }
 

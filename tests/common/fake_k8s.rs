@@ -116,6 +116,7 @@ impl FakeK8s {
     /// The service account directory of the in-cluster path (token, ca.crt).
     pub fn service_account_dir(&self) -> PathBuf {
         std::fs::write(self.dir.join("token"), TOKEN).unwrap();
+        std::fs::write(self.dir.join("namespace"), NAMESPACE).unwrap();
         self.dir.clone()
     }
 
@@ -261,6 +262,16 @@ impl Server {
             return send_json(s, 401, &status(401, "Unauthorized")).await;
         }
         let want = format!("/api/v1/namespaces/{NAMESPACE}/pods");
+        if let Some(ns) = req
+            .path
+            .strip_prefix("/api/v1/namespaces/")
+            .and_then(|r| r.strip_suffix("/pods"))
+            .filter(|ns| *ns != NAMESPACE)
+        {
+            // RBAC grants pods in NAMESPACE only, as deploy/base/role.yaml does
+            let msg = format!("pods is forbidden: User \"system:serviceaccount:{NAMESPACE}:switchyard\" cannot list resource \"pods\" in API group \"\" in the namespace \"{ns}\"");
+            return send_json(s, 403, &status(403, &msg)).await;
+        }
         if req.path != want {
             return send_json(s, 404, &status(404, "NotFound")).await;
         }
