@@ -8,6 +8,9 @@ command -v mariadb >/dev/null || missing+=(mariadb-client)
 command -v sysbench >/dev/null || missing+=(sysbench)
 command -v curl >/dev/null || missing+=(curl)
 python3 -c "import pymysql" 2>/dev/null || missing+=(python3-pymysql)
+# the image check renders manifests (PyYAML) and strips the binary (binutils)
+python3 -c "import yaml" 2>/dev/null || missing+=(python3-yaml)
+command -v strip >/dev/null || missing+=(binutils)
 if [ ${#missing[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
   echo "installing: ${missing[*]}" >&2

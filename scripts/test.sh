@@ -11,4 +11,7 @@ cargo clippy --all-targets -q -- -D warnings
 # everything but the end-to-end failover test, which moves the primary under other tests'
 # feet, then that test alone (it leaves 127.0.0.11 primary)
 cargo nextest run --no-fail-fast -E 'not binary_id(switchyard::failover)' "$@"
+# the container image's runtime layout (distroless cc, uid 65532, no shell) without Docker,
+# with the binary the tests built
+scripts/image-check.sh --bin target/debug/switchyard
 cargo nextest run --no-fail-fast --test failover
