@@ -182,6 +182,17 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send>(
     host: String,
 ) {
     let id = shared.registry.next_id();
+    // every line this session logs carries its id (the one /sessions and KILL use)
+    let span = tracing::info_span!("session", conn = id, client = %host);
+    tracing::Instrument::instrument(serve_in_span(stream, shared, host, id), span).await
+}
+
+async fn serve_in_span<S: AsyncRead + AsyncWrite + Unpin + Send>(
+    stream: S,
+    shared: Arc<Shared>,
+    host: String,
+    id: u32,
+) {
     let mut io = PacketStream::new(stream, shared.limits.load().max_packet);
     io.exact = true;
     let hs = tokio::time::timeout(
@@ -191,14 +202,17 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send>(
     .await;
     let ok = match hs {
         Ok(Ok(ok)) => ok,
-        Ok(Err(e)) => return tracing::debug!(conn = id, error = %e, "handshake failed"),
-        Err(_) => return tracing::debug!(conn = id, "handshake timed out"),
+        Ok(Err(e)) => return tracing::debug!(error = %e, "handshake failed"),
+        Err(_) => return tracing::debug!("handshake timed out"),
     };
     io.exact = false;
+    tracing::info!(user = %ok.user, "session started");
+    let started = std::time::Instant::now();
     let handle = shared.registry.insert(id, &ok.user, &host);
     let mut s = Session::new(io, shared.clone(), handle, ok);
     let end = s.run().await;
-    tracing::debug!(conn = id, reason = %end, "session ended");
+    let secs = started.elapsed().as_secs_f64();
+    tracing::info!(reason = %end, secs, "session ended");
     shared.registry.remove(id);
 }
 

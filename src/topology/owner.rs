@@ -129,7 +129,7 @@ impl Owner {
     fn publish(&mut self, mut s: Snapshot) {
         s.version += 1;
         let elected = s.primary().map(|n| n.id);
-        self.observe(elected);
+        self.observe(elected, &s);
         let missing = elected.is_none();
         self.topo.publish(s);
         self.fast
@@ -138,7 +138,7 @@ impl Owner {
 
     /// Counts the change; a different backend elected primary is a failover, and the
     /// time without one (if any) is observed.
-    fn observe(&mut self, elected: Option<usize>) {
+    fn observe(&mut self, elected: Option<usize>, s: &Snapshot) {
         use std::sync::atomic::Ordering::Relaxed;
         let obs = &self.topo.observer;
         obs.changes.fetch_add(1, Relaxed);
@@ -146,6 +146,10 @@ impl Owner {
         let Some(new) = elected else {
             if was.is_some() {
                 self.absent_since = Some(std::time::Instant::now());
+                tracing::warn!(
+                    topology_version = s.version,
+                    "no primary: writes wait (the write hold)"
+                );
             }
             return;
         };
@@ -162,12 +166,14 @@ impl Owner {
         }
         if prev != new {
             obs.failovers.fetch_add(1, Relaxed);
-            tracing::info!(
-                from = prev,
-                to = new,
-                without_primary_ms = gap.map(|g| g.as_millis() as u64),
-                "failover: another backend elected primary"
-            );
+            let name = |id: usize| {
+                s.entries
+                    .iter()
+                    .find(|e| e.node.id == id)
+                    .map_or_else(|| format!("#{id}"), |e| e.key.clone())
+            };
+            let without_primary_ms = gap.map(|g| g.as_millis() as u64);
+            tracing::info!(from = %name(prev), to = %name(new), without_primary_ms, topology_version = s.version, "failover: another backend elected primary");
         }
     }
 
