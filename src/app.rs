@@ -105,6 +105,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         limits: arc_swap::ArcSwap::from_pointee(session_limits(&cfg)),
         draining: watch::channel(false).0,
         unready: Default::default(),
+        replaying: Default::default(),
     });
     let (tx, rx) = watch::channel(false);
     let listener = bind(&cfg.server.listen).await?;
@@ -400,6 +401,13 @@ fn session_limits(cfg: &Config) -> SessionLimits {
         max_statement_bytes: cfg.server.max_session_statement_bytes,
         write_hold: Duration::from_millis(cfg.topology.write_hold_ms),
         optimistic: cfg.routing.optimistic_transactions,
+        replay: cfg
+            .routing
+            .transaction_replay
+            .then_some(crate::session::replay::Bounds {
+                statements: cfg.routing.replay_max_statements,
+                bytes: cfg.routing.replay_max_bytes,
+            }),
     }
 }
 

@@ -131,16 +131,33 @@ async fn a_write_refused_as_read_only_runs_on_the_true_primary() {
             .load(std::sync::atomic::Ordering::Relaxed)
             >= 1
     );
-    // inside a transaction the error is the client's: it must not silently move
+    // inside a transaction the refusal is never relayed: the transaction is replayed on
+    // the true primary (its BEGIN), then the write runs there
     c.query_drop("BEGIN").await.unwrap();
     b.set_role_quietly("standby", 3);
     a.set_role_quietly("primary", 3);
-    let e = c.query_drop("INSERT INTO t VALUES (3)").await.unwrap_err();
+    let a_before = a.writes.load(std::sync::atomic::Ordering::Relaxed);
+    c.query_drop("INSERT INTO t VALUES (3)")
+        .await
+        .expect("replayed on the true primary, not refused");
+    c.query_drop("COMMIT").await.unwrap();
     assert_eq!(
-        (code(&e), e.to_string().contains(common::dolt::READ_ONLY)),
-        (Some(1105), true),
-        "{e}"
+        a.writes.load(std::sync::atomic::Ordering::Relaxed),
+        a_before + 1,
+        "the write landed on the new primary"
     );
+    let replays = &p.shared.stats.replays;
+    assert_eq!(replays.load(std::sync::atomic::Ordering::Relaxed), 1);
+    // with replay off, the transaction is lost (1213), never the raw refusal
+    let mut off = (**p.shared.limits.load()).clone();
+    off.replay = None;
+    p.shared.limits.store(std::sync::Arc::new(off));
+    c.query_drop("BEGIN").await.unwrap();
+    a.set_role_quietly("standby", 4);
+    b.set_role_quietly("primary", 4);
+    let e = c.query_drop("INSERT INTO t VALUES (4)").await.unwrap_err();
+    assert_eq!(code(&e), Some(1213), "{e}");
+    c.query_drop("ROLLBACK").await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -120,6 +120,29 @@ async fn a_transaction_lost_with_its_backend_refuses_all_but_rollback() {
     c.query_drop(format!("CREATE TABLE {t} (id INT PRIMARY KEY)"))
         .await
         .unwrap();
+    // with replay (the default) a cut connection costs the transaction nothing: it is
+    // replayed on a new connection, each reply compared, and goes on
+    c.query_drop("BEGIN").await.unwrap();
+    c.query_drop(format!("INSERT INTO {t} VALUES (10)"))
+        .await
+        .unwrap();
+    chaos.cut_all();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    c.query_drop(format!("INSERT INTO {t} VALUES (11)"))
+        .await
+        .expect("replayed, then run");
+    c.query_drop("COMMIT").await.unwrap();
+    let ids: Vec<u32> = direct(PRIMARY)
+        .await
+        .query(format!("SELECT id FROM {t} ORDER BY id"))
+        .await
+        .unwrap();
+    assert_eq!(ids, vec![10, 11], "each write once");
+    c.query_drop(format!("DELETE FROM {t}")).await.unwrap();
+    // without replay: lost, and only ROLLBACK ends it
+    let mut off = (**p.shared.limits.load()).clone();
+    off.replay = None;
+    p.shared.limits.store(std::sync::Arc::new(off));
     c.query_drop("BEGIN").await.unwrap();
     c.query_drop(format!("INSERT INTO {t} VALUES (1)"))
         .await

@@ -46,7 +46,10 @@ pub struct Relay<'a, C> {
     pub touched: bool,
     /// Sequence id the backend expects next from us (LOCAL INFILE data).
     pub backend_seq: u8,
-    /// Digest of every byte written to the client (optimistic transactions compare it).
+    /// Digest of what the client was told (a replay compares it): every payload byte of
+    /// rows, and of each OK, EOF or ERR only its meaning (affected rows, insert id,
+    /// warnings; the error): status bits, session-state trackers and cached column
+    /// definitions differ between connections without changing what the client saw.
     pub digest: Option<&'a mut std::collections::hash_map::DefaultHasher>,
 }
 
@@ -100,12 +103,20 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Relay<'_, C> {
         }
         self.need(4 + want).await?;
         let step = scanner.step(len, &self.backend.rbuf[4..4 + want]);
+        if step.ends {
+            if let Some(h) = self.digest.as_mut() {
+                digest_end(h, &scanner.summary);
+            }
+        }
+        // rows are what the client read; column definitions describe the same schema on
+        // every server but are sent or skipped (MariaDB's metadata cache) per connection
+        let hash = step.row;
         match step.body {
             Body::Rewrite => {
                 self.backend.rbuf.advance(4 + len);
                 self.out_seq = self.client.queue(self.out_seq, &scanner.rewritten);
             }
-            Body::Forward => self.forward(len).await?,
+            Body::Forward => self.forward(len, hash).await?,
         }
         if self.client.wbuf.len() >= FLUSH_AT {
             self.flush_client().await?;
@@ -113,8 +124,9 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Relay<'_, C> {
         Ok(step.next)
     }
 
-    /// Copies one wire packet (header renumbered) to the client, streaming big payloads.
-    async fn forward(&mut self, len: usize) -> Result<(), RelayError> {
+    /// Copies one wire packet (header renumbered) to the client, streaming big payloads;
+    /// `hash`: its payload goes into the digest.
+    async fn forward(&mut self, len: usize, hash: bool) -> Result<(), RelayError> {
         let b = &mut self.backend.rbuf;
         let w = &mut self.client.wbuf;
         w.extend_from_slice(&b[..3]);
@@ -124,6 +136,9 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Relay<'_, C> {
         let mut left = len;
         loop {
             let n = left.min(self.backend.rbuf.len());
+            if let Some(h) = self.digest.as_mut().filter(|_| hash) {
+                h.write(&self.backend.rbuf[..n]);
+            }
             self.client.wbuf.extend_from_slice(&self.backend.rbuf[..n]);
             self.backend.rbuf.advance(n);
             left -= n;
@@ -164,9 +179,6 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Relay<'_, C> {
             return Ok(());
         }
         self.touched = true;
-        if let Some(h) = self.digest.as_mut() {
-            h.write(&self.client.wbuf);
-        }
         self.client.flush().await.map_err(RelayError::Client)
     }
 
@@ -188,6 +200,22 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Relay<'_, C> {
                 return Ok(());
             }
         }
+    }
+}
+
+/// What an OK, EOF or ERR told the client, into a digest.
+fn digest_end(h: &mut std::collections::hash_map::DefaultHasher, s: &Summary) {
+    match (&s.error, &s.last_ok) {
+        (Some(e), _) => {
+            h.write_u16(e.code);
+            h.write(&e.message);
+        }
+        (None, Some(ok)) => {
+            h.write_u64(ok.affected_rows);
+            h.write_u64(ok.last_insert_id);
+            h.write_u16(ok.warnings);
+        }
+        (None, None) => h.write_u8(0),
     }
 }
 

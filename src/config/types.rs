@@ -167,6 +167,13 @@ pub struct RoutingConfig {
     /// A plain BEGIN opens where its first statement belongs: read-only transactions run
     /// on standbys (see README, "Optimistic transactions").
     pub optimistic_transactions: bool,
+    /// A transaction whose connection is lost to a failover before COMMIT is replayed on
+    /// the new primary, its replies compared with what the client got.
+    pub transaction_replay: bool,
+    /// A transaction with more statements, or more bytes of them, is not kept for replay
+    /// (its loss is reported as 1213).
+    pub replay_max_statements: usize,
+    pub replay_max_bytes: usize,
 }
 
 impl Default for RoutingConfig {
@@ -176,6 +183,9 @@ impl Default for RoutingConfig {
             causal_timeout_ms: 500,
             read_your_writes_ms: 1000,
             optimistic_transactions: false,
+            transaction_replay: true,
+            replay_max_statements: 1000,
+            replay_max_bytes: 1 << 20,
         }
     }
 }

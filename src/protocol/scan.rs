@@ -76,11 +76,17 @@ pub enum Next {
 pub struct Step {
     pub body: Body,
     pub next: Next,
+    /// The packet ends a result (OK, EOF, ERR): its meaning is in the summary.
+    pub ends: bool,
+    /// A row (not the column count, a column definition or a terminator).
+    pub row: bool,
 }
 
 const FWD: Step = Step {
     body: Body::Forward,
     next: Next::More,
+    ends: false,
+    row: false,
 };
 
 /// The encodings on both sides of a relay.
@@ -231,10 +237,11 @@ impl Scanner {
             self.summary.results += 1;
             return Step {
                 next: Next::Done,
+                ends: true,
                 ..FWD
             };
         }
-        FWD
+        Step { ends: true, ..FWD }
     }
 
     fn row(&mut self, len: usize, head: &[u8]) -> Step {
@@ -244,7 +251,7 @@ impl Scanner {
             Some(0xFE) if self.is_terminator(len) => self.eof_end(head),
             _ => {
                 self.summary.rows += u64::from(self.kind == ResponseKind::Results);
-                FWD
+                Step { row: true, ..FWD }
             }
         }
     }
@@ -282,6 +289,8 @@ impl Scanner {
         Step {
             body,
             next: if more { Next::More } else { Next::Done },
+            ends: true,
+            row: false,
         }
     }
 
@@ -289,6 +298,7 @@ impl Scanner {
         self.summary.error = parse_err(head);
         Step {
             next: Next::Done,
+            ends: true,
             ..FWD
         }
     }

@@ -199,9 +199,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// stopped being primary): what the client is told, and the session's state after it.
     /// A transaction is lost (only ROLLBACK or a new BEGIN until it ends); state that
     /// cannot be rebuilt elsewhere (temp tables, locks, variables) closes the session.
-    fn lose_connection(&mut self, backend: String, detail: String) -> ClientError {
+    pub(super) fn lose_connection(&mut self, backend: String, detail: String) -> ClientError {
         self.spec = super::optimistic::Spec::Off;
         let in_txn = self.txn.lose_connection();
+        let replay = self.journal.broken().map(|b| b.as_str());
+        tracing::info!(%backend, %detail, in_transaction = in_txn, ?replay, "the connection holding the session's state was lost");
         if let Some(what) = self.pins.unrecoverable() {
             self.closing = true;
             return ClientError::SessionStateLost(what);

@@ -10,6 +10,7 @@ mod pins;
 mod prepared;
 mod query;
 pub mod registry;
+pub mod replay;
 mod simple;
 mod txn;
 
@@ -59,6 +60,8 @@ pub struct SessionLimits {
     pub write_hold: Duration,
     /// Plain BEGIN opens where the first statement belongs (see session/optimistic.rs).
     pub optimistic: bool,
+    /// Transactions are kept for replay within these bounds (None: no replay).
+    pub replay: Option<replay::Bounds>,
 }
 
 /// What all sessions share.
@@ -88,6 +91,8 @@ pub struct Shared {
     pub draining: tokio::sync::watch::Sender<bool>,
     /// Readiness is withdrawn (a shutdown is coming) while clients are still served.
     pub unready: std::sync::atomic::AtomicBool,
+    /// Transaction replays under way (see session/replay.rs: COMMITs wait for them).
+    pub replaying: replay::Replaying,
 }
 
 impl Shared {
@@ -144,6 +149,8 @@ pub struct Session<S> {
     spec_cooldown: u32,
     spec_backoff: u32,
     spec_writers: optimistic::Writers,
+    /// The running transaction's statements, kept for a replay after a failover.
+    journal: replay::Journal,
     /// Close the client connection after the current reply.
     closing: bool,
 }
@@ -256,6 +263,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             spec_cooldown: 0,
             spec_backoff: optimistic::COOLDOWN,
             spec_writers: optimistic::Writers::default(),
+            journal: replay::Journal::default(),
             closing: false,
         }
     }

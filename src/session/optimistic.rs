@@ -136,7 +136,7 @@ fn deferrable_begin(stmt: &Statement, sql: &[u8]) -> bool {
 /// A read whose reply depends only on the data: no clock, random or id functions, no
 /// `LIMIT` without `ORDER BY`, no SHOW. Anything else would differ when replayed on the
 /// primary, and the client would get an error the primary never returns.
-fn deterministic(sql: &[u8]) -> bool {
+pub(super) fn deterministic(sql: &[u8]) -> bool {
     const VOLATILE: [&[u8]; 14] = [
         b"NOW",
         b"RAND",

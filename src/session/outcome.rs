@@ -21,6 +21,9 @@ pub struct Attempt {
     pub excluded: bool,
     /// One statement that is not a CALL (a procedure may have committed before a refusal).
     pub rerunnable: bool,
+    /// Outside a transaction, a statement with no effect beyond its connection (a plain
+    /// read, BEGIN): running it again is safe even if it ran.
+    pub harmless: bool,
 }
 
 /// What to do about it.
@@ -64,7 +67,11 @@ pub fn judge(err: &RelayError, a: &Attempt) -> Verdict {
             client_touched: false,
             err,
             ..
-        } if err.never_read() && !a.from_held && a.retries < MAX_UNREAD_RERUNS && a.rerunnable => {
+        } if (err.never_read() || a.harmless)
+            && !a.from_held
+            && a.retries < MAX_UNREAD_RERUNS
+            && a.rerunnable =>
+        {
             Verdict::RerunUnread
         }
         RelayError::Backend { .. } => Verdict::Lost,
@@ -205,6 +212,15 @@ mod tests {
             judge(&backend(UnexpectedEof, false, false), &free()),
             Verdict::Lost,
             "a clean EOF proves nothing: the write may have run"
+        );
+        let harmless = Attempt {
+            harmless: true,
+            ..free()
+        };
+        assert_eq!(
+            judge(&backend(UnexpectedEof, false, false), &harmless),
+            Verdict::RerunUnread,
+            "a BEGIN or a read outside a transaction may run again, whether it ran or not"
         );
         assert_eq!(
             judge(&backend(ConnectionReset, true, false), &free()),

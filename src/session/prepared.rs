@@ -101,8 +101,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     }
 
     pub(super) async fn stmt_execute(&mut self, p: &[u8]) -> Result<(), SessionEnd> {
-        if self.txn.lost() && !self.lost_transaction_gate(None).await? {
-            return Ok(());
+        if self.txn.lost() {
+            // the prepared statement's SQL decides, as a query's text does (ROLLBACK, BEGIN)
+            let id = p
+                .get(1..5)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+            let sql = id.and_then(|id| self.stmts.get(&id)).map(|s| s.sql.clone());
+            if !self.lost_transaction_gate(sql.as_deref()).await? {
+                return Ok(());
+            }
         }
         let Some((id, _, class, params)) = self.lookup(p) else {
             return self.unknown_stmt(p, "mysqld_stmt_execute").await;

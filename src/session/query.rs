@@ -7,6 +7,7 @@ use super::backend_use::InUse;
 use super::command::Cmd;
 use super::outcome::{self, Attempt, Verdict};
 use super::pins::{Ended, Pin};
+use super::replay::{self, Loss};
 use super::txn::Gate;
 use super::{Session, SessionEnd};
 use std::sync::atomic::Ordering;
@@ -64,10 +65,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             return Ok(());
         }
         let started = std::time::Instant::now();
+        if self.in_transaction() && self.statement_sql(cmd).is_some_and(replay::commits) {
+            let since = self.shared.topology.observer.since_failover();
+            self.shared.replaying.settle(since).await;
+        }
         let deadline = tokio::time::Instant::now() + self.shared.limits.load().write_hold;
         let mut exclude = None;
         let mut retries = 0u32;
         loop {
+            // the transaction's primary stopped being one (a failover): replayed first
+            if let Some(node) = self.replay_if_held_moved().await {
+                let detail = "it is no longer the primary".to_string();
+                return self.transaction_lost(node, detail).await;
+            }
             let mut u = match self.acquire_for(cmd, stmt, target, exclude).await {
                 Ok(u) => u,
                 Err(e) => return self.send_err(self.reply_seq, &e).await,
@@ -78,10 +88,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     self.finish(u);
                     return self.send_err(self.reply_seq, &e.into()).await;
                 }
+                // the connection failed before the statement was sent (preparing it there):
+                // it never ran; another connection runs it, or the transaction is replayed
+                Err(e) if retries < 3 && (!u.from_held || self.may_replay()) => {
+                    let node = u.node;
+                    self.shared.topology.suspect(node, e.to_string());
+                    let held = u.from_held;
+                    drop(u);
+                    retries += 1;
+                    if held && !self.replay_transaction(None).await {
+                        return self.transaction_lost(node, e.to_string()).await;
+                    }
+                    continue;
+                }
                 Err(e) => return self.backend_lost(u, e.into_proto(), self.reply_seq).await,
             };
             self.count_route(&u);
-            let mut digest = self.spec_digest();
+            let mut digest = self.spec_digest().or_else(|| self.journal_digest(stmt));
             let f = self.forward(&mut u, &wire, kind, digest.as_mut()).await;
             match f.result {
                 Ok(summary) => {
@@ -92,7 +115,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     self.record_digest(cmd, &summary, took, u.standby);
                     let resolved = self.resolve_expressions(&mut u, stmt, &summary).await;
                     let ended = self.after_statement(&mut u, stmt, &summary, cmd, &resolved);
+                    let journal = digest.clone();
                     self.spec_record(cmd, digest);
+                    self.journal_record(cmd, journal, (self.reply_seq, summary.rows));
                     if partly_applied(stmt, &summary) && !self.in_transaction() && !u.from_held {
                         // some statements of a batch ran before one failed: what they
                         // changed is unknown here, so the connection is not pooled
@@ -110,6 +135,42 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     return Ok(());
                 }
                 Err(err) => {
+                    if u.from_held && !u.standby && self.in_transaction() {
+                        let commits = self.statement_sql(cmd).is_some_and(replay::commits);
+                        let mut loss = replay::judge(&err, commits);
+                        if loss == Loss::Replayable && !(self.may_replay() && retries < 4) {
+                            loss = Loss::Lost;
+                        }
+                        match loss {
+                            Loss::Replayable => {
+                                let node = u.node;
+                                self.note_loss(node, &err);
+                                drop(u);
+                                // a read-only refusal: wait for another primary; a killed or
+                                // lost connection: its node may still be the primary
+                                let read_only = matches!(&err, RelayError::Refused(e) if e.refusal() == Some(Refusal::ReadOnly));
+                                if self.replay_transaction(read_only.then_some(node)).await {
+                                    target = Target::Primary;
+                                    retries += 1;
+                                    continue;
+                                }
+                                return self.transaction_lost(node, err.to_string()).await;
+                            }
+                            Loss::InDoubt => {
+                                self.note_loss(u.node, &err);
+                                drop(u);
+                                return self.commit_in_doubt(&err).await;
+                            }
+                            Loss::Lost if matches!(err, RelayError::Refused(_)) => {
+                                // never the raw refusal inside a transaction: it is lost
+                                let node = u.node;
+                                self.note_loss(node, &err);
+                                drop(u);
+                                return self.transaction_lost(node, err.to_string()).await;
+                            }
+                            Loss::Lost => {}
+                        }
+                    }
                     let a = Attempt {
                         standby: u.standby,
                         from_held: u.from_held,
@@ -118,6 +179,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                         time_left: tokio::time::Instant::now() < deadline,
                         excluded: exclude.is_some(),
                         rerunnable: self.rerunnable(cmd),
+                        harmless: !self.in_transaction()
+                            && (stmt.target == Target::Standby || stmt.begins_transaction),
                     };
                     let verdict = outcome::judge(&err, &a);
                     match (verdict, err) {

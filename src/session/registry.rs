@@ -137,6 +137,11 @@ pub struct Stats {
     pub parse_fallbacks: std::sync::atomic::AtomicU64,
     /// Error packets by origin and code.
     pub errors: ErrorCounts,
+    /// Transactions replayed on a new primary after their connection was lost, those
+    /// that could not be (1213), and COMMITs lost in flight (2013).
+    pub replays: std::sync::atomic::AtomicU64,
+    pub replays_failed: std::sync::atomic::AtomicU64,
+    pub commits_in_doubt: std::sync::atomic::AtomicU64,
 }
 
 /// Where an error packet a client got came from.

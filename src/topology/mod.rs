@@ -56,9 +56,16 @@ pub struct Observer {
     pub absent: Option<metrics::Histogram>,
     /// Seconds a statement waited for a primary.
     pub hold: Option<metrics::Histogram>,
+    /// When the last failover elected a new primary (see `since_failover`).
+    pub failover_at: parking_lot::Mutex<Option<std::time::Instant>>,
 }
 
 impl Observer {
+    /// Time since the last failover, if there was one.
+    pub fn since_failover(&self) -> Option<std::time::Duration> {
+        self.failover_at.lock().map(|t| t.elapsed())
+    }
+
     /// Counts a statement that waits for a primary until the guard is dropped.
     pub fn hold_guard(&self) -> HoldGuard<'_> {
         self.holding.fetch_add(1, Ordering::Relaxed);

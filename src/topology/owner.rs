@@ -166,6 +166,7 @@ impl Owner {
         }
         if prev != new {
             obs.failovers.fetch_add(1, Relaxed);
+            *obs.failover_at.lock() = Some(std::time::Instant::now());
             let name = |id: usize| {
                 s.entries
                     .iter()
