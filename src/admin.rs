@@ -223,5 +223,8 @@ async fn status(State(s): State<Arc<Shared>>) -> Json<Value> {
         "causal_fallbacks": st.causal_fallbacks.load(Ordering::Relaxed),
         "auth_failures": st.auth_failures.load(Ordering::Relaxed),
         "rejected_connections": st.rejected_connections.load(Ordering::Relaxed),
+        "transaction_replays": st.replays.load(Ordering::Relaxed),
+        "transaction_replays_failed": st.replays_failed.load(Ordering::Relaxed),
+        "commits_in_doubt": st.commits_in_doubt.load(Ordering::Relaxed),
     }))
 }

@@ -200,6 +200,26 @@ pub fn scrape(shared: &crate::session::Shared) -> Vec<Sample> {
             load(&st.optimistic_failed),
         ),
     ];
+    let replays = |outcome: &str| vec![("outcome", outcome.to_string())];
+    out.extend([
+        labelled(
+            "switchyard_transaction_replays_total",
+            C,
+            replays("replayed"),
+            load(&st.replays),
+        ),
+        labelled(
+            "switchyard_transaction_replays_total",
+            C,
+            replays("failed"),
+            load(&st.replays_failed),
+        ),
+        sample(
+            "switchyard_commits_in_doubt_total",
+            C,
+            load(&st.commits_in_doubt),
+        ),
+    ]);
     for (reason, n) in st.pins.lock().iter() {
         out.push(labelled(
             "switchyard_pins_total",

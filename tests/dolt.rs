@@ -195,6 +195,30 @@ async fn killed_connections_on_a_role_change_are_replaced_unseen() {
         .await
         .expect("held, then run on the new primary");
     assert_eq!(b.writes.load(std::sync::atomic::Ordering::Relaxed), 1);
+    // a transaction in flight when Dolt kills its connection on a role change: replayed
+    // on the new primary (its write again: the killed one was rolled back), then goes on
+    c.query_drop("BEGIN").await.unwrap();
+    c.query_drop("INSERT INTO t VALUES (100)").await.unwrap();
+    b.set_role("standby", 3);
+    a.set_role("primary", 3);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let a_before = a.writes.load(std::sync::atomic::Ordering::Relaxed);
+    c.query_drop("INSERT INTO t VALUES (101)")
+        .await
+        .expect("the transaction survives the kill");
+    c.query_drop("COMMIT").await.unwrap();
+    assert_eq!(
+        a.writes.load(std::sync::atomic::Ordering::Relaxed),
+        a_before + 2,
+        "both writes of the transaction ran on the new primary"
+    );
+    assert!(
+        p.shared
+            .stats
+            .replays
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

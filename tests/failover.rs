@@ -3,7 +3,8 @@
 //! times the way doltclusterctl does (every pod labelled standby, the role moved with
 //! `scripts/local-cluster.sh failover --kill-connections`, then the new primary labelled).
 //! No read fails, every acknowledged write is on the final primary, writes in the gap are
-//! held and then complete, and idle clients stay usable. It ends with 127.0.0.11 primary.
+//! held and then complete, a transaction in flight is replayed on the new primary (or,
+//! when its replies would differ, lost with 1213), and idle clients stay usable. It ends with 127.0.0.11 primary.
 //! Run it alone: it moves the primary under every other test's feet.
 
 mod common;
@@ -186,6 +187,18 @@ async fn failover_under_load_without_a_restart() {
         .query_drop(format!("INSERT INTO {t} (tag) VALUES ('in-flight')"))
         .await
         .unwrap();
+    // one whose replies replay the same (explicit ids): it survives the failover
+    let mut replayed = connect(&p, "strict").await;
+    replayed.query_drop("BEGIN").await.unwrap();
+    replayed
+        .query_drop(format!("INSERT INTO {t} (id, tag) VALUES (-1, 'replayed')"))
+        .await
+        .unwrap();
+    let mine: Option<String> = replayed
+        .query_first(format!("SELECT tag FROM {t} WHERE id = -1"))
+        .await
+        .unwrap();
+    assert_eq!(mine.as_deref(), Some("replayed"));
     let mut temp = connect(&p, "strict").await;
     temp.query_drop("CREATE TEMPORARY TABLE tmp_fo (x INT)")
         .await
@@ -194,11 +207,20 @@ async fn failover_under_load_without_a_restart() {
     for to in [1, 2, 0] {
         fail_over(&k8s, &p, to).await;
         if to == 1 {
+            // replayed on the new primary: the same replies, then the next statement
+            replayed
+                .query_drop(format!(
+                    "INSERT INTO {t} (id, tag) VALUES (-2, 'replayed-after')"
+                ))
+                .await
+                .expect("the transaction goes on after the failover");
+            replayed.query_drop("COMMIT").await.unwrap();
+            // its auto-increment id would differ when replayed (the writer went on): lost
             let e = in_txn.query_drop("SELECT 1").await.unwrap_err();
             assert_eq!(
                 code(&e),
                 Some(1213),
-                "the transaction on the old primary is lost: {e}"
+                "a transaction whose replay differs is lost: {e}"
             );
             in_txn.query_drop("ROLLBACK").await.unwrap();
             in_txn
@@ -255,6 +277,19 @@ async fn failover_under_load_without_a_restart() {
         !have.contains("in-flight"),
         "the lost transaction left nothing behind"
     );
+    let replayed_rows: Vec<String> = direct("127.0.0.11")
+        .await
+        .query(format!(
+            "SELECT tag FROM {t} WHERE id IN (-1, -2) ORDER BY id DESC"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        replayed_rows,
+        ["replayed", "replayed-after"],
+        "the replayed transaction committed once, whole"
+    );
+    assert!(p.shared.stats.replays.load(Ordering::Relaxed) >= 1);
     let lost: Vec<&String> = r.acked.iter().filter(|tag| !have.contains(*tag)).collect();
     assert!(
         lost.is_empty(),
