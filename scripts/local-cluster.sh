@@ -191,14 +191,21 @@ CREATE DATABASE IF NOT EXISTS sbtest;
 CREATE DATABASE IF NOT EXISTS testbed;
 CREATE TABLE IF NOT EXISTS testbed.heartbeat (id INT PRIMARY KEY, token VARCHAR(64) NOT NULL,
   ts TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6)) ENGINE=InnoDB;
+-- switchyard's commit markers (routing.commit_marker): one row per proxy session
+CREATE DATABASE IF NOT EXISTS switchyard;
+CREATE TABLE IF NOT EXISTS switchyard.commit_marks (instance BIGINT UNSIGNED NOT NULL,
+  conn INT UNSIGNED NOT NULL, seq BIGINT UNSIGNED NOT NULL,
+  at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP ON UPDATE CURRENT_TIMESTAMP,
+  PRIMARY KEY (instance, conn)) ENGINE=InnoDB;
 EOF
 }
 ensure_users() {  # on the primary; only writes (and replicates) when something is missing
   local have
   have=$(sql "$PRIMARY" "SELECT (SELECT COUNT(*) FROM mysql.global_priv WHERE Host='%' AND User IN ('app','strict','monitor','repl'))
     + (SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA='testbed' AND TABLE_NAME='heartbeat')
-    + (SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME='sbtest')")
-  if [[ $have != 6 ]]; then
+    + (SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME='sbtest')
+    + (SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA='switchyard' AND TABLE_NAME='commit_marks')")
+  if [[ $have != 7 ]]; then
     log "$PRIMARY: creating missing users / databases"
     sql "$PRIMARY" "$(users_sql)"
   fi

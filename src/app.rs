@@ -106,6 +106,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         draining: watch::channel(false).0,
         unready: Default::default(),
         replaying: Default::default(),
+        instance: instance_id(),
     });
     let (tx, rx) = watch::channel(false);
     let listener = bind(&cfg.server.listen).await?;
@@ -242,6 +243,20 @@ pub fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     .into_iter()
     .filter_map(|(name, changed)| changed.then_some(name))
     .collect()
+}
+
+/// A random id for this proxy instance (commit markers tell instances apart by it).
+fn instance_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    h.write_u32(std::process::id());
+    h.finish() >> 1 // fits a signed BIGINT too
 }
 
 fn user_passwords(cfg: &Config) -> Vec<(String, String)> {
@@ -408,6 +423,8 @@ fn session_limits(cfg: &Config) -> SessionLimits {
                 statements: cfg.routing.replay_max_statements,
                 bytes: cfg.routing.replay_max_bytes,
             }),
+        commit_marker: (!cfg.routing.commit_marker.is_empty())
+            .then(|| cfg.routing.commit_marker.clone()),
     }
 }
 

@@ -219,6 +219,11 @@ pub fn scrape(shared: &crate::session::Shared) -> Vec<Sample> {
             C,
             load(&st.commits_in_doubt),
         ),
+        sample(
+            "switchyard_commits_resolved_total",
+            C,
+            load(&st.commits_resolved),
+        ),
     ]);
     for (reason, n) in st.pins.lock().iter() {
         out.push(labelled(

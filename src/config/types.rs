@@ -174,6 +174,10 @@ pub struct RoutingConfig {
     /// (its loss is reported as 1213).
     pub replay_max_statements: usize,
     pub replay_max_bytes: usize,
+    /// A table (`schema.table`) where the proxy marks each write transaction inside it just
+    /// before its COMMIT, so a COMMIT whose connection dies can be found out (committed:
+    /// OK; not: replayed). Empty: such a COMMIT answers 2013. See README.
+    pub commit_marker: String,
 }
 
 impl Default for RoutingConfig {
@@ -186,6 +190,7 @@ impl Default for RoutingConfig {
             transaction_replay: true,
             replay_max_statements: 1000,
             replay_max_bytes: 1 << 20,
+            commit_marker: String::new(),
         }
     }
 }

@@ -30,7 +30,23 @@ impl Config {
         self.validate_server()?;
         self.validate_pool()?;
         self.validate_backends()?;
+        self.validate_routing()?;
         self.validate_users()
+    }
+
+    fn validate_routing(&self) -> Result<(), ConfigError> {
+        let m = &self.routing.commit_marker;
+        let ident =
+            |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        let ok = m.is_empty() || m.split_once('.').is_some_and(|(a, b)| ident(a) && ident(b));
+        if ok {
+            Ok(())
+        } else {
+            Err(invalid(
+                "routing.commit_marker",
+                format!("{m:?} is not schema.table (letters, digits, _)"),
+            ))
+        }
     }
 
     fn validate_server(&self) -> Result<(), ConfigError> {

@@ -23,6 +23,9 @@ pub struct PoolLimits {
     pub max_lifetime: Duration,
 }
 
+/// How often a waiting lease looks again for a place another class's pool could give up.
+const RECHECK: Duration = Duration::from_millis(10);
+
 /// The limits every pool reads, swapped whole by a reload.
 type SharedLimits = Arc<arc_swap::ArcSwap<PoolLimits>>;
 
@@ -378,6 +381,9 @@ impl NodePools {
             }
             tokio::select! {
                 _ = notified => continue,
+                // another class's pool of this user may hold places with idle connections
+                // (its releases notify only its own waiters): look again, and evict one
+                _ = tokio::time::sleep(RECHECK), if self.other_class(&pool) => continue,
                 p = self.wait_slots(&pool) => break pool.open(p).await?,
                 _ = tokio::time::sleep_until(deadline) => {
                     pool.stats.timeouts.fetch_add(1, Ordering::Relaxed);
@@ -459,6 +465,14 @@ impl NodePools {
             .await
             .expect("semaphore never closed");
         (u, b)
+    }
+
+    /// Whether the same user has a pool of another class.
+    fn other_class(&self, pool: &UserPool) -> bool {
+        self.pools
+            .read()
+            .iter()
+            .any(|((u, c), _)| *u == pool.user && *c != pool.class)
     }
 
     /// Closes one idle connection of the same user in another class's pool.
@@ -668,6 +682,17 @@ impl Lease {
     /// Returns a clean connection (between commands, no transaction) to the pool.
     pub fn release(mut self) {
         if let Some(mut p) = self.pooled.take() {
+            if p.conn.status & 0x0001 != 0 {
+                // SERVER_STATUS_IN_TRANS: its transaction would hold locks in the pool and
+                // run under the next session's statements; never lent again
+                tracing::warn!(
+                    thread_id = p.conn.thread_id,
+                    "a connection still in a transaction was given back; closing it"
+                );
+                self.pool.discard(p, Closed::Broken);
+                self.pool.released.notify_one();
+                return;
+            }
             if p.generation < self.pool.generation.load(Ordering::Relaxed) {
                 self.pool.discard(p, Closed::Retired);
                 self.pool.released.notify_one();

@@ -357,6 +357,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let (result, out_seq) =
             relay_on(conn, &mut self.io, payload, (kind, enc, seq), digest).await;
         *self.handle.running.lock() = None;
+        if let Some(st) = result.as_ref().ok().and_then(|s| s.status) {
+            u.lease.conn().status = st; // the pool checks it before taking the connection back
+        }
         if let Some(e) = result.as_ref().ok().and_then(|s| s.error.as_ref()) {
             let origin = super::registry::Origin::Server;
             self.shared.stats.errors.count(origin, e.code);

@@ -62,6 +62,8 @@ pub struct SessionLimits {
     pub optimistic: bool,
     /// Transactions are kept for replay within these bounds (None: no replay).
     pub replay: Option<replay::Bounds>,
+    /// The commit marker table (`schema.table`), if any.
+    pub commit_marker: Option<String>,
 }
 
 /// What all sessions share.
@@ -93,6 +95,8 @@ pub struct Shared {
     pub unready: std::sync::atomic::AtomicBool,
     /// Transaction replays under way (see session/replay.rs: COMMITs wait for them).
     pub replaying: replay::Replaying,
+    /// This proxy instance in commit markers (random at start).
+    pub instance: u64,
 }
 
 impl Shared {
@@ -151,6 +155,8 @@ pub struct Session<S> {
     spec_writers: optimistic::Writers,
     /// The running transaction's statements, kept for a replay after a failover.
     journal: replay::Journal,
+    /// Commit markers written by this session (the last one's number).
+    marks: u64,
     /// Close the client connection after the current reply.
     closing: bool,
 }
@@ -264,6 +270,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             spec_backoff: optimistic::COOLDOWN,
             spec_writers: optimistic::Writers::default(),
             journal: replay::Journal::default(),
+            marks: 0,
             closing: false,
         }
     }

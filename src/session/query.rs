@@ -103,6 +103,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 }
                 Err(e) => return self.backend_lost(u, e.into_proto(), self.reply_seq).await,
             };
+            let mark = match self.write_mark(&mut u, cmd).await {
+                Ok(m) => m,
+                Err(err) => {
+                    // the COMMIT was not sent: as for a refused or lost statement
+                    let node = u.node;
+                    self.note_loss(node, &err);
+                    drop(u);
+                    retries += 1;
+                    let read_only = matches!(&err, RelayError::Refused(e) if e.refusal() == Some(Refusal::ReadOnly));
+                    if retries < 4
+                        && self.may_replay()
+                        && self.replay_transaction(read_only.then_some(node)).await
+                    {
+                        target = Target::Primary;
+                        continue;
+                    }
+                    return self.transaction_lost(node, err.to_string()).await;
+                }
+            };
             self.count_route(&u);
             let mut digest = self.spec_digest().or_else(|| self.journal_digest(stmt));
             let f = self.forward(&mut u, &wire, kind, digest.as_mut()).await;
@@ -117,7 +136,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     let ended = self.after_statement(&mut u, stmt, &summary, cmd, &resolved);
                     let journal = digest.clone();
                     self.spec_record(cmd, digest);
-                    self.journal_record(cmd, journal, (self.reply_seq, summary.rows));
+                    let changed = summary.last_ok.is_some_and(|o| o.affected_rows > 0);
+                    self.journal_record(cmd, journal, (self.reply_seq, summary.rows, changed));
                     if partly_applied(stmt, &summary) && !self.in_transaction() && !u.from_held {
                         // some statements of a batch ran before one failed: what they
                         // changed is unknown here, so the connection is not pooled
@@ -157,9 +177,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                                 return self.transaction_lost(node, err.to_string()).await;
                             }
                             Loss::InDoubt => {
-                                self.note_loss(u.node, &err);
+                                let node = u.node;
+                                self.note_loss(node, &err);
                                 drop(u);
-                                return self.commit_in_doubt(&err).await;
+                                match self.resolve_commit(mark).await {
+                                    Some(true) => return self.committed_after_all().await,
+                                    Some(false)
+                                        if retries < 4
+                                            && self.may_replay()
+                                            && self.replay_transaction(None).await =>
+                                    {
+                                        retries += 1;
+                                        target = Target::Primary;
+                                        continue;
+                                    }
+                                    Some(false) => {
+                                        return self.transaction_lost(node, err.to_string()).await
+                                    }
+                                    None => return self.commit_in_doubt(&err).await,
+                                }
                             }
                             Loss::Lost if matches!(err, RelayError::Refused(_)) => {
                                 // never the raw refusal inside a transaction: it is lost

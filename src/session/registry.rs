@@ -142,6 +142,8 @@ pub struct Stats {
     pub replays: std::sync::atomic::AtomicU64,
     pub replays_failed: std::sync::atomic::AtomicU64,
     pub commits_in_doubt: std::sync::atomic::AtomicU64,
+    /// COMMITs lost in flight whose outcome the commit marker told.
+    pub commits_resolved: std::sync::atomic::AtomicU64,
 }
 
 /// Where an error packet a client got came from.

@@ -65,6 +65,14 @@ pub struct Journal {
     entries: Vec<Entry>,
     bytes: usize,
     broken: Option<Unreplayable>,
+    /// A statement of the transaction changed rows: its COMMIT matters.
+    wrote: bool,
+}
+
+/// A commit marker written inside the transaction just before its COMMIT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mark {
+    pub seq: u64,
 }
 
 impl Journal {
@@ -87,6 +95,16 @@ impl Journal {
         self.entries.clear();
         self.bytes = 0;
         self.broken = None;
+        self.wrote = false;
+    }
+
+    /// Whether a statement of the transaction changed rows.
+    pub fn wrote(&self) -> bool {
+        self.wrote
+    }
+
+    pub fn note_write(&mut self) {
+        self.wrote = true;
     }
 
     /// Keeps a statement of the transaction with the digest of its reply; `sql` is its
@@ -254,7 +272,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         &mut self,
         cmd: &Cmd<'_>,
         digest: Option<DefaultHasher>,
-        (seq, rows): (u8, u64),
+        (seq, rows, changed): (u8, u64, bool),
     ) {
         let bounds = self.shared.limits.load().replay;
         let (Some(bounds), true) = (bounds, self.in_transaction()) else {
@@ -265,6 +283,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             .exec
             .is_some_and(|x| self.pins.contains(super::pins::Pin::LongData(x.id)));
         let mut j = std::mem::take(&mut self.journal);
+        if changed {
+            j.note_write();
+        }
         match digest {
             Some(_) if long_data => j.break_with(Unreplayable::Unrepeatable),
             Some(h) => j.record(
@@ -343,6 +364,90 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         };
         self.send_err(self.reply_seq, &e).await?;
         Err(super::SessionEnd::Closed("COMMIT in doubt".into()))
+    }
+
+    /// Before a plain COMMIT of a transaction that changed rows, with a marker table
+    /// configured: the marker is written inside the transaction, so that the COMMIT's
+    /// outcome can be found out if its connection dies. Err: the connection failed on it
+    /// (the COMMIT was not sent).
+    pub(super) async fn write_mark(
+        &mut self,
+        u: &mut InUse,
+        cmd: &Cmd<'_>,
+    ) -> Result<Option<Mark>, RelayError> {
+        let table = self.shared.limits.load().commit_marker.clone();
+        let plain_commit = self
+            .statement_sql(cmd)
+            .is_some_and(|s| crate::router::first_keyword(s).as_bytes() == b"COMMIT");
+        let (Some(table), true) = (table, plain_commit && self.journal.wrote() && u.from_held)
+        else {
+            return Ok(None);
+        };
+        let seq = self.marks + 1;
+        let sql = format!(
+            "INSERT INTO {table} (instance, conn, seq) VALUES ({}, {}, {seq}) ON DUPLICATE KEY UPDATE seq = VALUES(seq)",
+            self.shared.instance, self.handle.id
+        );
+        match u.lease.conn().query_ok(&sql).await {
+            Ok(_) => {
+                self.marks = seq;
+                Ok(Some(Mark { seq }))
+            }
+            Err(crate::backend::BackendError::Server(e)) if e.refusal().is_some() => {
+                Err(RelayError::Refused(e))
+            }
+            Err(crate::backend::BackendError::Server(e)) => {
+                tracing::warn!(%table, error = %e.text(), "the commit marker could not be written; COMMIT goes on unmarked");
+                Ok(None)
+            }
+            Err(e) => Err(RelayError::Backend {
+                err: e.into_proto(),
+                client_touched: false,
+                mid_packet: false,
+            }),
+        }
+    }
+
+    /// Whether the marked COMMIT took effect, asked of the primary (after a failover, the
+    /// new one, which applied everything the fenced one committed). None: cannot tell.
+    pub(super) async fn commit_outcome(&mut self, mark: Mark) -> Option<bool> {
+        let table = self.shared.limits.load().commit_marker.clone()?;
+        let sql = format!(
+            "SELECT seq FROM {table} WHERE instance = {} AND conn = {}",
+            self.shared.instance, self.handle.id
+        );
+        let mut u = self.acquire(Target::Primary, None).await.ok()?;
+        let rows = u.lease.conn().query_rows(&sql).await.ok()?;
+        u.lease.release();
+        let seq = rows
+            .first()
+            .and_then(|r| r.first().cloned().flatten())
+            .and_then(|v| String::from_utf8(v).ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        Some(seq == Some(mark.seq))
+    }
+
+    /// A COMMIT whose connection died after it was sent: did it commit? Some(true): yes (or
+    /// the transaction changed nothing); Some(false): no, its marker is absent; None: cannot
+    /// tell (no marker).
+    pub(super) async fn resolve_commit(&mut self, mark: Option<Mark>) -> Option<bool> {
+        if !self.journal.wrote() {
+            return Some(true); // nothing to commit: its COMMIT changes nothing either way
+        }
+        let found = self.commit_outcome(mark?).await;
+        let st = &self.shared.stats;
+        if found.is_some() {
+            st.commits_resolved.fetch_add(1, Ordering::Relaxed);
+        }
+        tracing::info!(committed = ?found, "a COMMIT lost in flight, found out by its marker");
+        found
+    }
+
+    /// The COMMIT took effect although its reply was lost: the client gets its OK.
+    pub(super) async fn committed_after_all(&mut self) -> Result<(), super::SessionEnd> {
+        self.journal.clear();
+        self.txn.end_deferred();
+        self.send_ok().await
     }
 
     /// Whether the running transaction can be replayed if its connection is lost.
@@ -444,7 +549,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             let kind = (ResponseKind::Results, enc, e.seq);
             let (r, _) = relay_on(u.lease.conn(), &mut sink, &wire, kind, Some(&mut h)).await;
             match r {
-                Ok(summary) if h.finish() == e.digest => self.take_status(&summary),
+                Ok(summary) if h.finish() == e.digest => {
+                    if let Some(st) = summary.status {
+                        u.lease.conn().status = st;
+                    }
+                    self.take_status(&summary);
+                }
                 Ok(summary) => {
                     let sql = self
                         .statement_sql(&cmd)
