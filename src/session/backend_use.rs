@@ -142,7 +142,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
         let deadline = tokio::time::Instant::now() + self.shared.limits.load().write_hold;
         let mut last_err = None;
-        for _ in 0..3 {
+        let mut tries = 0;
+        while tries < 3 {
+            tries += 1;
+            let version = self.shared.topology.snapshot().version;
             let (node, standby) = match self.pick_or_hold(target, exclude, deadline).await {
                 Ok(found) => found,
                 Err(e) => return Err(last_err.unwrap_or(e)),
@@ -162,6 +165,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 Err(e) if standby => {
                     exclude = Some(node.id);
                     last_err = Some(e);
+                }
+                // the primary cannot be reached (it died, unnoticed yet): it is suspected
+                // and probed now; wait, within the write hold, for the topology to change
+                Err(e @ ClientError::BackendUnavailable { .. })
+                    if tokio::time::Instant::now() < deadline =>
+                {
+                    let step = tokio::time::Instant::now() + std::time::Duration::from_millis(250);
+                    self.shared
+                        .topology
+                        .changed_since(version, step.min(deadline))
+                        .await;
+                    last_err = Some(e);
+                    tries -= 1; // waiting for the failover is not a failed try
                 }
                 Err(e) => last_err = Some(e),
             }
