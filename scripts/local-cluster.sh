@@ -9,7 +9,9 @@
 #   local-cluster.sh status   address / up / read_only / gtid_binlog_pos / replication per node
 #   local-cluster.sh failover [NODE] [--kill-connections]
 #                             promote NODE (default: the node after the current primary,
-#                             n1->n2->n3->n1): fence old primary (read_only=1), MASTER_GTID_WAIT
+#                             n1->n2->n3->n1): fence old primary (read_only=1; a fence blocked
+#                             over FENCE_WAIT_S=1 s by a lock wait kills the client connections
+#                             and tries again), MASTER_GTID_WAIT
 #                             on the target, STOP SLAVE + RESET SLAVE ALL + read_only=0 on it,
 #                             repoint the other replica, re-attach the old primary as a replica,
 #                             verify with a token round trip.  Exit 0 only when verified.
@@ -405,6 +407,30 @@ unfence_on_error() {  # EXIT trap of failover: never leave the cluster without a
   exit "$rc"
 }
 
+# fence NODE KILL(0|1): read_only=1 on the old primary (+ with KILL, its client connections
+# killed in the same round trip). read_only=1 waits for statements in progress, and one waiting
+# on a row lock whose holder's next statement waits for read_only is a deadlock InnoDB does not
+# see (it would last innodb_lock_wait_timeout, 50 s): the fence waits at most FENCE_WAIT_S, then
+# the client connections are killed (which breaks it) and the fence is tried again.
+FENCE_WAIT_S=${FENCE_WAIT_S:-1}
+fence() {
+  local n=$1 kill=$2 out try
+  for try in 1 2 3; do
+    if out=$(sql "$n" "SET SESSION lock_wait_timeout=$FENCE_WAIT_S; SET GLOBAL read_only=1; SELECT CAST(@@timestamp*1000 AS UNSIGNED);$( ((kill)) && kill_block )" 2>&1); then
+      log "fenced $n $(host_of "$n") (read_only=1) at ${out%%$'\n'*}"
+      ((kill)) && log "kill-connections (after-fence): killed ${out##*$'\n'} client connection(s) on $n $(host_of "$n")"
+      return 0
+    fi
+    if [[ $(sql "$n" "SELECT @@read_only") == 1 ]]; then
+      log "fenced $n $(host_of "$n") (read_only=1) at ~$(now_ms)"; ((kill)) && log "WARN: kill-connections (after-fence) on $n failed"
+      return 0
+    fi
+    log "fencing $n waited ${FENCE_WAIT_S}s on a lock (attempt $try: ${out##*ERROR }): killing its client connections to break it"
+    kill_clients "$n" fence-blocked
+  done
+  die "fencing $n failed"
+}
+
 cmd_failover() {
   local t0 old new other pos="" r res a out kill=0 target=""
   t0=$(now_ms)
@@ -432,13 +458,7 @@ cmd_failover() {
   if alive "$old"; then   # fence the old primary, let the replicas drain
     # (with --kill-connections: fence + kill in one round trip, then the future primary)
     FENCED=$old; trap unfence_on_error EXIT
-    if out=$(sql "$old" "SET GLOBAL read_only=1; SELECT CAST(@@timestamp*1000 AS UNSIGNED);$( ((kill)) && kill_block )"); then
-      log "fenced $old $(host_of "$old") (read_only=1) at ${out%%$'\n'*}"
-      ((kill)) && log "kill-connections (after-fence): killed ${out##*$'\n'} client connection(s) on $old $(host_of "$old")"
-    else
-      [[ $(sql "$old" "SELECT @@read_only") == 1 ]] || die "fencing $old failed"
-      log "fenced $old $(host_of "$old") (read_only=1) at ~$(now_ms)"; log "WARN: kill-connections (after-fence) on $old failed"
-    fi
+    fence "$old" "$kill"
     ((kill)) && kill_clients "$new" after-fence
     pos=$(sql "$old" "SELECT @@gtid_binlog_pos")
     res=$(sql "$new" "SELECT MASTER_GTID_WAIT('$pos', $WAIT_S)")
