@@ -225,6 +225,9 @@ async fn status(State(s): State<Arc<Shared>>) -> Json<Value> {
         "rejected_connections": st.rejected_connections.load(Ordering::Relaxed),
         "transaction_replays": st.replays.load(Ordering::Relaxed),
         "transaction_replays_failed": st.replays_failed.load(Ordering::Relaxed),
+        "transaction_replays_moved": st.replays_moved.load(Ordering::Relaxed),
+        "transaction_replays_moved_then_lost": st.replays_moved_lost.load(Ordering::Relaxed),
+        "deadlocks_replayed": st.deadlocks_replayed.load(Ordering::Relaxed),
         "commits_in_doubt": st.commits_in_doubt.load(Ordering::Relaxed),
     }))
 }

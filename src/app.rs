@@ -425,6 +425,7 @@ fn session_limits(cfg: &Config) -> SessionLimits {
             }),
         commit_marker: (!cfg.routing.commit_marker.is_empty())
             .then(|| cfg.routing.commit_marker.clone()),
+        replay_deadlocks: cfg.routing.replay_deadlocks,
     }
 }
 

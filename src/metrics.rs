@@ -214,6 +214,23 @@ pub fn scrape(shared: &crate::session::Shared) -> Vec<Sample> {
             replays("failed"),
             load(&st.replays_failed),
         ),
+        labelled(
+            "switchyard_transaction_replays_total",
+            C,
+            replays("moved"),
+            load(&st.replays_moved),
+        ),
+        labelled(
+            "switchyard_transaction_replays_total",
+            C,
+            replays("moved_then_lost"),
+            load(&st.replays_moved_lost),
+        ),
+        sample(
+            "switchyard_deadlocks_replayed_total",
+            C,
+            load(&st.deadlocks_replayed),
+        ),
         sample(
             "switchyard_commits_in_doubt_total",
             C,

@@ -32,8 +32,9 @@ pub enum RelayError {
     /// The client went away; the backend connection is mid-response and must be dropped.
     #[error("client: {0}")]
     Client(ProtoError),
-    /// The response was only an ERR refusing the statement (read-only, killed): nothing
-    /// reached the client; the session may run it elsewhere or pass the error on.
+    /// The response was only an ERR refusing the statement (read-only, killed; a deadlock
+    /// when asked, see [`Relay::hold_deadlock`]): nothing reached the client; the session
+    /// may run it elsewhere or pass the error on.
     #[error("refused: {}", .0.text())]
     Refused(ErrInfo),
 }
@@ -46,6 +47,9 @@ pub struct Relay<'a, C> {
     pub touched: bool,
     /// Sequence id the backend expects next from us (LOCAL INFILE data).
     pub backend_seq: u8,
+    /// An ERR-only reply 1213 (deadlock: the server rolled the transaction back) is held
+    /// back as [`RelayError::Refused`], for the session to replay the transaction.
+    pub hold_deadlock: bool,
     /// Digest of what the client was told (a replay compares it): every payload byte of
     /// rows, and of each OK, EOF or ERR only its meaning (affected rows, insert id,
     /// warnings; the error): status bits, session-state trackers and cached column
@@ -81,7 +85,8 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Relay<'_, C> {
             return Ok(());
         }
         self.need(4 + len).await?;
-        match parse_err(&self.backend.rbuf[4..4 + len]).filter(|e| e.refusal().is_some()) {
+        let held = |e: &ErrInfo| e.refusal().is_some() || (self.hold_deadlock && e.deadlock());
+        match parse_err(&self.backend.rbuf[4..4 + len]).filter(held) {
             Some(e) => {
                 self.backend.rbuf.advance(4 + len);
                 self.backend_seq = seq.wrapping_add(1);

@@ -174,6 +174,9 @@ pub struct RoutingConfig {
     /// (its loss is reported as 1213).
     pub replay_max_statements: usize,
     pub replay_max_bytes: usize,
+    /// A transaction chosen as a deadlock's victim (1213, rolled back whole by the server)
+    /// is replayed the same way, so the client does not see the deadlock.
+    pub replay_deadlocks: bool,
     /// A table (`schema.table`) where the proxy marks each write transaction inside it just
     /// before its COMMIT, so a COMMIT whose connection dies can be found out (committed:
     /// OK; not: replayed). Empty: such a COMMIT answers 2013. See README.
@@ -190,6 +193,7 @@ impl Default for RoutingConfig {
             transaction_replay: true,
             replay_max_statements: 1000,
             replay_max_bytes: 1 << 20,
+            replay_deadlocks: true,
             commit_marker: String::new(),
         }
     }

@@ -86,7 +86,8 @@ pub enum Closed {
     Idle = 0,
     /// Found dead or too old when about to be lent.
     Stale = 1,
-    /// Gave its place up to another user, class or schema.
+    /// Gave its place up to another user, class or schema; or opened over the user's
+    /// limit (a replay's) and found no free place when it came back.
     Evicted = 2,
     /// Its pool was retired: drain, a removed backend, a changed password, SET GLOBAL,
     /// a smaller pool.
@@ -120,7 +121,9 @@ struct Pooled {
     conn: BackendConn,
     /// The pool's generation when it was opened: older ones are not lent again.
     generation: u64,
-    _user: OwnedSemaphorePermit,
+    /// None: a connection over the user's limit (see [`NodePools::lease_where`]'s
+    /// `overflow`), pooled only if a place is free when it comes back.
+    user_place: Option<OwnedSemaphorePermit>,
     _backend: OwnedSemaphorePermit,
 }
 
@@ -348,17 +351,24 @@ impl NodePools {
         class: ConnClass,
         timeout: Duration,
     ) -> Result<Lease, PoolError> {
-        self.lease_where(user, class, timeout, &|_| true).await
+        self.lease_where(user, class, timeout, &|_| true, false)
+            .await
     }
 
     /// Leases a connection that `fits` (one that never had a schema, for a client without
     /// one: a schema cannot be unset); idle ones that do not fit make room when needed.
+    ///
+    /// `overflow`: when the user's places are all taken, a connection is opened over the
+    /// limit if the backend has room (a transaction replayed after a failover stands in for
+    /// the connection it had on the old primary; waiting for a place there would wait for
+    /// COMMITs that wait for the replay).
     pub async fn lease_where(
         &self,
         user: &str,
         class: ConnClass,
         timeout: Duration,
         fits: &(dyn Fn(&BackendConn) -> bool + Sync),
+        overflow: bool,
     ) -> Result<Lease, PoolError> {
         let pool = self
             .pool(user, class)
@@ -369,8 +379,11 @@ impl NodePools {
             if let Some(p) = pool.pop_idle(fits) {
                 break p;
             }
-            if let Some(p) = self.try_slots(&pool) {
-                break pool.open(p).await?;
+            if let Some((u, b)) = self.try_slots(&pool) {
+                break pool.open((Some(u), b)).await?;
+            }
+            if let Some(b) = overflow.then(|| self.try_backend_slot(&pool)).flatten() {
+                break pool.open((None, b)).await?;
             }
             if pool.discard_unfit(fits) {
                 continue;
@@ -384,7 +397,7 @@ impl NodePools {
                 // another class's pool of this user may hold places with idle connections
                 // (its releases notify only its own waiters): look again, and evict one
                 _ = tokio::time::sleep(RECHECK), if self.other_class(&pool) => continue,
-                p = self.wait_slots(&pool) => break pool.open(p).await?,
+                (u, b) = self.wait_slots(&pool) => break pool.open((Some(u), b)).await?,
                 _ = tokio::time::sleep_until(deadline) => {
                     pool.stats.timeouts.fetch_add(1, Ordering::Relaxed);
                     return Err(PoolError::Timeout(timeout));
@@ -449,6 +462,16 @@ impl NodePools {
         Some((u, b))
     }
 
+    /// A place in the backend's limit only (an idle connection of another pool gives its
+    /// place up if needed).
+    fn try_backend_slot(&self, pool: &UserPool) -> Option<OwnedSemaphorePermit> {
+        if let Ok(b) = self.backend_slots.clone().try_acquire_owned() {
+            return Some(b);
+        }
+        self.evict_one_idle(pool);
+        self.backend_slots.clone().try_acquire_owned().ok()
+    }
+
     async fn wait_slots(&self, pool: &UserPool) -> (OwnedSemaphorePermit, OwnedSemaphorePermit) {
         self.evict_idle_of_user(pool);
         let u = pool
@@ -508,10 +531,10 @@ impl NodePools {
     pub async fn top_up(&self) {
         for p in self.busiest_pools() {
             while p.idle_len() < p.limits.load().min_idle {
-                let Some(slots) = self.try_slots(&p) else {
+                let Some((u, b)) = self.try_slots(&p) else {
                     break;
                 };
-                match p.open(slots).await {
+                match p.open((Some(u), b)).await {
                     Ok(mut c) => {
                         c.conn.idle_since = Instant::now();
                         p.idle.lock().push_back(c);
@@ -618,14 +641,14 @@ impl UserPool {
 
     async fn open(
         &self,
-        (u, b): (OwnedSemaphorePermit, OwnedSemaphorePermit),
+        (u, b): (Option<OwnedSemaphorePermit>, OwnedSemaphorePermit),
     ) -> Result<Pooled, PoolError> {
         let conn = BackendConn::connect(&self.params).await?;
         self.stats.opened.fetch_add(1, Ordering::Relaxed);
         Ok(Pooled {
             conn,
             generation: self.generation.load(Ordering::Relaxed),
-            _user: u,
+            user_place: u,
             _backend: b,
         })
     }
@@ -697,6 +720,13 @@ impl Lease {
                 self.pool.discard(p, Closed::Retired);
                 self.pool.released.notify_one();
                 return;
+            }
+            if p.user_place.is_none() {
+                // over the user's limit: pooled only into a free place
+                match self.pool.slots.clone().try_acquire_owned() {
+                    Ok(place) => p.user_place = Some(place),
+                    Err(_) => return self.pool.discard(p, Closed::Evicted),
+                }
             }
             p.conn.idle_since = Instant::now();
             self.pool.idle.lock().push_back(p);

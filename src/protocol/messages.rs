@@ -124,6 +124,11 @@ impl ErrInfo {
         String::from_utf8_lossy(&self.message).into_owned()
     }
 
+    /// A deadlock's victim (1213): the server rolled its whole transaction back.
+    pub fn deadlock(&self) -> bool {
+        self.code == 1213
+    }
+
     /// Whether this error refuses the statement in a way that another server may not.
     /// Only the read-only-server texts count: Dolt's 1105 is generic (a write to a
     /// read-only revision database on a healthy primary says `Database db/v1.0 is

@@ -330,10 +330,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         match self
             .shared
             .pools_of(node)
-            .lease_where(&self.user, self.class, timeout, &|c| {
-                // a schema cannot be unset: a client without one needs a connection without one
-                !no_schema || c.state.schema.is_none()
-            })
+            .lease_where(
+                &self.user,
+                self.class,
+                timeout,
+                &|c| {
+                    // a schema cannot be unset: a client without one needs one without one
+                    !no_schema || c.state.schema.is_none()
+                },
+                self.in_replay,
+            )
             .await
         {
             Ok(l) => Ok(l),
@@ -364,14 +370,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     ) -> Forwarded {
         let enc = self.encoding(u.lease.conn_ref().tracks);
         let seq = self.reply_seq;
-        let conn = u.lease.conn();
         let running = Running {
             node: u.node,
-            thread_id: conn.thread_id,
+            thread_id: u.lease.conn_ref().thread_id,
         };
         *self.handle.running.lock() = Some(running);
+        let hold = u.from_held && self.deadlock_replayable();
+        let conn = u.lease.conn();
         let (result, out_seq) =
-            relay_on(conn, &mut self.io, payload, (kind, enc, seq), digest).await;
+            relay_on(conn, &mut self.io, payload, (kind, enc, seq), digest, hold).await;
         *self.handle.running.lock() = None;
         if let Some(st) = result.as_ref().ok().and_then(|s| s.status) {
             u.lease.conn().status = st; // the pool checks it before taking the connection back
@@ -524,6 +531,7 @@ pub(super) async fn relay_on<C: AsyncRead + AsyncWrite + Unpin>(
     payload: &[u8],
     (kind, enc, reply_seq): (ResponseKind, Encoding, u8),
     digest: Option<&mut DefaultHasher>,
+    hold_deadlock: bool,
 ) -> (Result<Summary, RelayError>, u8) {
     conn.queue_command(payload);
     if let Err(err) = conn.io.flush().await {
@@ -542,6 +550,7 @@ pub(super) async fn relay_on<C: AsyncRead + AsyncWrite + Unpin>(
         out_seq: reply_seq,
         touched: false,
         backend_seq: 0,
+        hold_deadlock,
         digest,
     };
     let mut scanner = Scanner::new(kind, enc);

@@ -64,6 +64,8 @@ pub struct SessionLimits {
     pub replay: Option<replay::Bounds>,
     /// The commit marker table (`schema.table`), if any.
     pub commit_marker: Option<String>,
+    /// A deadlock's victim transaction is replayed (within `replay`).
+    pub replay_deadlocks: bool,
 }
 
 /// What all sessions share.
@@ -155,6 +157,8 @@ pub struct Session<S> {
     spec_writers: optimistic::Writers,
     /// The running transaction's statements, kept for a replay after a failover.
     journal: replay::Journal,
+    /// A replay is leasing: it may go over the user's connection limit.
+    in_replay: bool,
     /// Commit markers written by this session (the last one's number).
     marks: u64,
     /// Close the client connection after the current reply.
@@ -270,6 +274,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             spec_backoff: optimistic::COOLDOWN,
             spec_writers: optimistic::Writers::default(),
             journal: replay::Journal::default(),
+            in_replay: false,
             marks: 0,
             closing: false,
         }

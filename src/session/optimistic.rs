@@ -373,6 +373,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 &wire,
                 (ResponseKind::Results, enc, e.seq),
                 Some(&mut h),
+                false,
             )
             .await;
             let summary = r.ok()?;

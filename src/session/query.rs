@@ -78,6 +78,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 let detail = "it is no longer the primary".to_string();
                 return self.transaction_lost(node, detail).await;
             }
+            // a replay moved its REPEATABLE READ snapshot: a plain read cannot run
+            if let Some(node) = self.snapshot_forbids(cmd) {
+                self.held = None;
+                let detail = "a replay found its first reads changed since; a plain read would see the new snapshot".to_string();
+                return self.transaction_lost(node, detail).await;
+            }
             let mut u = match self.acquire_for(cmd, stmt, target, exclude).await {
                 Ok(u) => u,
                 Err(e) => return self.send_err(self.reply_seq, &e).await,
@@ -153,6 +159,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     }
                     self.finish(u);
                     return Ok(());
+                }
+                // the server rolled the transaction back as a deadlock's victim (the
+                // reply is held back only where it can be replayed)
+                Err(RelayError::Refused(e)) if e.deadlock() => {
+                    let node = u.node;
+                    drop(u);
+                    if retries < 4 && self.replay_deadlocked().await {
+                        retries += 1;
+                        target = Target::Primary;
+                        continue;
+                    }
+                    return self.transaction_lost(node, e.text()).await;
                 }
                 Err(err) => {
                     if u.from_held && !u.standby && self.in_transaction() {

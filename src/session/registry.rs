@@ -141,6 +141,12 @@ pub struct Stats {
     /// that could not be (1213), and COMMITs lost in flight (2013).
     pub replays: std::sync::atomic::AtomicU64,
     pub replays_failed: std::sync::atomic::AtomicU64,
+    /// Replayed, the first reads finding a newer snapshot; and of those, lost later to
+    /// a plain read (REPEATABLE READ).
+    pub replays_moved: std::sync::atomic::AtomicU64,
+    pub replays_moved_lost: std::sync::atomic::AtomicU64,
+    /// Transactions a deadlock rolled back, replayed (or tried).
+    pub deadlocks_replayed: std::sync::atomic::AtomicU64,
     pub commits_in_doubt: std::sync::atomic::AtomicU64,
     /// COMMITs lost in flight whose outcome the commit marker told.
     pub commits_resolved: std::sync::atomic::AtomicU64,

@@ -29,6 +29,9 @@ pub struct Entry {
     pub seq: u8,
     /// Rows the client got (said when a replay differs).
     pub rows: u64,
+    /// A plain (consistent, non-locking) read before anything else of the transaction but
+    /// its BEGIN: its reply may differ on replay (see [`Journal::snapshot_moved`]).
+    pub snapshot_read: bool,
 }
 
 /// Why a transaction cannot be replayed.
@@ -67,6 +70,11 @@ pub struct Journal {
     broken: Option<Unreplayable>,
     /// A statement of the transaction changed rows: its COMMIT matters.
     wrote: bool,
+    /// A statement other than BEGIN and plain reads was kept.
+    past_reads: bool,
+    /// A replay found what the transaction's first reads saw changed since (others
+    /// committed after its snapshot): under REPEATABLE READ no plain read may follow.
+    moved: bool,
 }
 
 /// A commit marker written inside the transaction just before its COMMIT.
@@ -96,6 +104,14 @@ impl Journal {
         self.bytes = 0;
         self.broken = None;
         self.wrote = false;
+        self.past_reads = false;
+        self.moved = false;
+    }
+
+    /// Whether a replay moved the transaction's REPEATABLE READ snapshot: its plain reads
+    /// would no longer all come from one snapshot, so none may run.
+    pub fn snapshot_moved(&self) -> bool {
+        self.moved
     }
 
     /// Whether a statement of the transaction changed rows.
@@ -134,6 +150,9 @@ impl Journal {
             return;
         }
         self.bytes += cmd.payload.len();
+        let sql = sql.unwrap_or_default();
+        let snapshot_read = !self.past_reads && snapshot_read(sql);
+        self.past_reads |= !snapshot_read && !begins(sql);
         self.entries.push(Entry {
             cmd: OwnedCmd {
                 payload: cmd.payload.to_vec(),
@@ -142,6 +161,7 @@ impl Journal {
             digest,
             seq,
             rows,
+            snapshot_read,
         });
     }
 
@@ -450,6 +470,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         self.send_ok().await
     }
 
+    /// A replay moved the transaction's snapshot and this statement would read it (see
+    /// [`allowed_after_move`]): Some(node of the held connection), to lose the transaction.
+    pub(super) fn snapshot_forbids(&self, cmd: &Cmd<'_>) -> Option<usize> {
+        let moved = self.in_transaction() && self.journal.snapshot_moved();
+        let allowed = || self.statement_sql(cmd).is_some_and(allowed_after_move);
+        if !moved || allowed() {
+            return None;
+        }
+        self.shared
+            .stats
+            .replays_moved_lost
+            .fetch_add(1, Ordering::Relaxed);
+        Some(self.held.as_ref().map_or(usize::MAX, |h| h.node))
+    }
+
+    /// Whether a deadlock (1213) that ends the running transaction is replayed rather than
+    /// told: the reply of a statement on its connection is held back if it is one.
+    pub(super) fn deadlock_replayable(&self) -> bool {
+        self.shared.limits.load().replay_deadlocks && self.may_replay()
+    }
+
     /// Whether the running transaction can be replayed if its connection is lost.
     pub(super) fn may_replay(&self) -> bool {
         self.in_transaction()
@@ -463,10 +504,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// client got. True: the session holds the new connection in the same state; false:
     /// the transaction is lost.
     pub(super) async fn replay_transaction(&mut self, refused_on: Option<usize>) -> bool {
+        self.replay_for(refused_on, Cause::Failover).await
+    }
+
+    /// The server chose the transaction as a deadlock's victim and rolled it back: it is
+    /// replayed the same way (on a new connection; the old one said it was in one).
+    pub(super) async fn replay_deadlocked(&mut self) -> bool {
+        self.shared
+            .stats
+            .deadlocks_replayed
+            .fetch_add(1, Ordering::Relaxed);
+        self.replay_for(None, Cause::Deadlock).await
+    }
+
+    async fn replay_for(&mut self, refused_on: Option<usize>, cause: Cause) -> bool {
         let journal = std::mem::take(&mut self.journal);
         self.held = None;
         let shared = self.shared.clone();
-        let _running = shared.replaying.start();
+        // COMMITs elsewhere wait for failover replays only: a deadlock's winner may be one
+        let _running = (cause == Cause::Failover).then(|| shared.replaying.start());
         let deadline = tokio::time::Instant::now() + self.shared.limits.load().write_hold;
         let mut avoid = refused_on;
         let mut done = Err("no attempt");
@@ -492,23 +548,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             }
         }
         let st = &self.shared.stats;
-        let u = match done {
+        let (u, moved) = match done {
             Ok(u) => u,
             Err(why) => {
                 st.replays_failed.fetch_add(1, Ordering::Relaxed);
                 let statements = journal.entries().len();
-                tracing::info!(statements, why, "transaction replay failed");
+                tracing::info!(statements, why, ?cause, "transaction replay failed");
                 return false;
             }
         };
-        st.replays.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(statements = journal.entries().len(), backend = %self.node_name(u.node), "transaction replayed on the new primary");
+        if moved {
+            st.replays_moved.fetch_add(1, Ordering::Relaxed);
+        } else {
+            st.replays.fetch_add(1, Ordering::Relaxed);
+        }
+        tracing::info!(statements = journal.entries().len(), moved, ?cause, backend = %self.node_name(u.node), "transaction replayed");
         self.held = Some(Held {
             lease: u.lease,
             node: u.node,
             standby: u.standby,
         });
         self.journal = journal;
+        self.journal.moved |= moved;
         true
     }
 
@@ -531,12 +592,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
     }
 
-    async fn replay_once(&mut self, journal: &Journal) -> Result<InUse, Retry> {
-        let mut u = self
-            .acquire(Target::Primary, None)
-            .await
-            .map_err(|_| Retry::Again(None))?;
+    /// One replay on the primary. Ok(moved): the first reads' snapshot moved (see
+    /// [`Journal::snapshot_moved`]).
+    async fn replay_once(&mut self, journal: &Journal) -> Result<(InUse, bool), Retry> {
+        self.in_replay = true;
+        let leased = self.acquire(Target::Primary, None).await;
+        self.in_replay = false;
+        let mut u = leased.map_err(|_| Retry::Again(None))?;
         let node = u.node;
+        // None: not asked yet; Some(level allows a moved snapshot)
+        let mut moves: Option<Option<bool>> = None;
         let mut sink = PacketStream::new(Discard, self.shared.limits.load().max_packet);
         for (i, e) in journal.entries().iter().enumerate() {
             let enc = self.encoding(u.lease.conn_ref().tracks);
@@ -547,9 +612,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             };
             let mut h = DefaultHasher::new();
             let kind = (ResponseKind::Results, enc, e.seq);
-            let (r, _) = relay_on(u.lease.conn(), &mut sink, &wire, kind, Some(&mut h)).await;
+            let hold = self.shared.limits.load().replay_deadlocks;
+            let (r, _) = relay_on(u.lease.conn(), &mut sink, &wire, kind, Some(&mut h), hold).await;
             match r {
                 Ok(summary) if h.finish() == e.digest => {
+                    if let Some(st) = summary.status {
+                        u.lease.conn().status = st;
+                    }
+                    self.take_status(&summary);
+                }
+                // a first read saw what others committed after the client's snapshot: the
+                // client's answer was true of it, and what follows reads the latest rows
+                // (writes, locking reads), unless the level is SERIALIZABLE
+                Ok(summary) if e.snapshot_read && summary.error.is_none() => {
+                    if moves.is_none() {
+                        moves = Some(snapshot_may_move(&mut u).await);
+                    }
+                    if moves.flatten().is_none() {
+                        return Err(Retry::Differs(i));
+                    }
                     if let Some(st) = summary.status {
                         u.lease.conn().status = st;
                     }
@@ -568,14 +649,45 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     self.shared.topology.read_only(node);
                     return Err(Retry::Again(Some(node)));
                 }
+                // the replay itself was a deadlock's victim: again, on another connection
+                Err(RelayError::Refused(err)) if err.deadlock() => return Err(Retry::Again(None)),
                 Err(e) => {
                     self.shared.topology.suspect(node, e.to_string());
                     return Err(Retry::Again(None));
                 }
             }
         }
-        Ok(u)
+        Ok((u, moves.flatten() == Some(true)))
     }
+}
+
+/// Whether the connection's isolation level lets the transaction's first reads differ on
+/// replay: Some(true) under REPEATABLE READ (no plain read may follow), Some(false) under
+/// READ COMMITTED or READ UNCOMMITTED (each statement reads what is committed), None under
+/// SERIALIZABLE (reads lock: a difference is a conflict) or when it cannot be told.
+async fn snapshot_may_move(u: &mut InUse) -> Option<bool> {
+    let conn = u.lease.conn();
+    let sql = if conn.profile.mariadb {
+        "SELECT @@session.tx_isolation"
+    } else {
+        "SELECT @@session.transaction_isolation"
+    };
+    let rows = conn.query_rows(sql).await.ok()?;
+    let level = rows.first()?.first()?.clone()?;
+    match level.to_ascii_uppercase().as_slice() {
+        b"REPEATABLE-READ" => Some(true),
+        b"READ-COMMITTED" | b"READ-UNCOMMITTED" => Some(false),
+        _ => None,
+    }
+}
+
+/// What lost the transaction's connection or its work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cause {
+    /// A failover: refused as read-only, killed, or the connection died.
+    Failover,
+    /// The server rolled it back as a deadlock's victim.
+    Deadlock,
 }
 
 /// Why one replay attempt stopped.
@@ -585,6 +697,43 @@ enum Retry {
     /// The replay met the failover (a refusal, a lost connection): try again on another
     /// primary than this one.
     Again(Option<usize>),
+}
+
+/// A single plain SELECT: a consistent (non-locking) read, which reads the transaction's
+/// snapshot (REPEATABLE READ) or what is committed (READ COMMITTED), never rows it locks.
+pub fn snapshot_read(sql: &[u8]) -> bool {
+    let upper: Vec<u8> = sql.iter().map(u8::to_ascii_uppercase).collect();
+    let has = |w: &[u8]| upper.windows(w.len()).any(|x| x == w);
+    let body = upper.trim_ascii_end();
+    let body = body.strip_suffix(b";").unwrap_or(body);
+    crate::router::first_keyword(sql).as_bytes() == b"SELECT"
+        && !body.contains(&b';')
+        && !has(b"FOR UPDATE")
+        && !has(b"FOR SHARE")
+        && !has(b"LOCK IN SHARE MODE")
+        && !has(b" INTO ")
+}
+
+/// BEGIN or START TRANSACTION.
+fn begins(sql: &[u8]) -> bool {
+    matches!(
+        crate::router::first_keyword(sql).as_bytes(),
+        b"BEGIN" | b"START"
+    )
+}
+
+/// What may still run in a transaction whose snapshot a replay moved: writes and locking
+/// reads (which read the latest rows in InnoDB's REPEATABLE READ too) and its end; a plain
+/// read (or anything else) would read the new snapshot after the client saw the old one.
+pub fn allowed_after_move(sql: &[u8]) -> bool {
+    let upper: Vec<u8> = sql.iter().map(u8::to_ascii_uppercase).collect();
+    let has = |w: &[u8]| upper.windows(w.len()).any(|x| x == w);
+    match crate::router::first_keyword(sql).as_bytes() {
+        b"INSERT" | b"UPDATE" | b"DELETE" | b"REPLACE" | b"COMMIT" | b"ROLLBACK" | b"SAVEPOINT"
+        | b"RELEASE" => true,
+        b"SELECT" => has(b"FOR UPDATE") || has(b"FOR SHARE") || has(b"LOCK IN SHARE MODE"),
+        _ => false,
+    }
 }
 
 /// A statement that gives the same effect and reply when run again on another server with
@@ -643,6 +792,71 @@ mod tests {
         assert!(j.is_empty());
         rec(&mut j, &format!("SELECT '{}'", "x".repeat(120)));
         assert_eq!(j.broken(), Some(Unreplayable::TooLarge), "bytes bound");
+    }
+
+    #[test]
+    fn only_first_plain_reads_may_find_a_newer_snapshot() {
+        let mut j = Journal::default();
+        let b = Bounds {
+            statements: 10,
+            bytes: 1000,
+        };
+        for sql in [
+            "BEGIN",
+            "SELECT c FROM t WHERE id = 1",
+            "SELECT c FROM t WHERE id = 2 FOR UPDATE",
+            "SELECT c FROM t WHERE id = 3",
+            "UPDATE t SET c = 1 WHERE id = 3",
+            "SELECT c FROM t WHERE id = 3",
+        ] {
+            j.record(&Cmd::plain(&q(sql)), Some(sql.as_bytes()), (7, 1, 0), b);
+        }
+        let tolerant: Vec<bool> = j.entries().iter().map(|e| e.snapshot_read).collect();
+        assert_eq!(
+            tolerant,
+            [false, true, false, false, false, false],
+            "a locking read ends the first reads; a read after it must match"
+        );
+        assert!(!j.snapshot_moved());
+    }
+
+    #[test]
+    fn plain_reads_and_what_may_follow_a_moved_snapshot() {
+        for sql in [
+            "SELECT c FROM t WHERE id = 1",
+            "select sum(k) from t where id between 1 and 9;",
+            "/* x */ SELECT 1",
+        ] {
+            assert!(snapshot_read(sql.as_bytes()), "{sql}");
+            assert!(!allowed_after_move(sql.as_bytes()), "{sql}");
+        }
+        for sql in [
+            "SELECT c FROM t WHERE id = 1 FOR UPDATE",
+            "SELECT c FROM t LOCK IN SHARE MODE",
+            "SELECT c FROM t FOR SHARE",
+            "SELECT c INTO @x FROM t",
+            "SELECT 1; DELETE FROM t",
+            "UPDATE t SET c = 1",
+        ] {
+            assert!(!snapshot_read(sql.as_bytes()), "{sql}");
+        }
+        for sql in [
+            "UPDATE t SET c = c + 1 WHERE id = 2",
+            "INSERT INTO t SELECT * FROM u",
+            "DELETE FROM t WHERE id = 3",
+            "SELECT c FROM t WHERE id = 1 FOR UPDATE",
+            "COMMIT",
+            "ROLLBACK",
+        ] {
+            assert!(allowed_after_move(sql.as_bytes()), "{sql}");
+        }
+        for sql in [
+            "SHOW TABLES",
+            "WITH x AS (SELECT 1) SELECT * FROM x",
+            "DO 1",
+        ] {
+            assert!(!allowed_after_move(sql.as_bytes()), "{sql}");
+        }
     }
 
     #[test]
