@@ -384,3 +384,179 @@ async fn a_standby_whose_replication_stops_leaves_the_read_rotation_until_it_cat
     );
     wait_topology(&p, "n2 back", lag_ok("n2")).await;
 }
+
+fn stat(p: &switchyard::app::Running, f: fn(&switchyard::session::registry::Stats) -> u64) -> u64 {
+    f(&p.shared.stats)
+}
+
+/// A transaction whose first reads changed before its replay (others committed after its
+/// snapshot): under REPEATABLE READ it goes on with writes and its COMMIT, a plain read
+/// after gets 1213; under READ COMMITTED reads go on; under SERIALIZABLE it is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_whose_first_reads_changed_goes_on_only_where_the_level_allows() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let chaos = Chaos::start("127.0.0.11:3306").await;
+    let p = proxy_with(chaos.address(), None).await;
+    let mut c = connect(&p, "strict").await;
+    let mut d = direct(PRIMARY).await;
+    let t = table("moved");
+    d.query_drop(format!(
+        "CREATE TABLE {t} (id INT PRIMARY KEY, v INT); INSERT INTO {t} VALUES (1, 0), (2, 0)"
+    ))
+    .await
+    .unwrap();
+    let cut = || async {
+        chaos.cut_all();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // REPEATABLE READ (the default): a write and COMMIT go on
+    c.query_drop("BEGIN").await.unwrap();
+    let v: i32 = c
+        .query_first(format!("SELECT v FROM {t} WHERE id = 1"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(v, 0);
+    d.query_drop(format!("UPDATE {t} SET v = 5 WHERE id = 1"))
+        .await
+        .unwrap();
+    cut().await;
+    c.query_drop(format!("UPDATE {t} SET v = v + 1 WHERE id = 2"))
+        .await
+        .expect("replayed: the write reads the latest rows, as it would have");
+    c.query_drop("COMMIT").await.unwrap();
+    assert_eq!(stat(&p, |s| s.replays_moved.load(Relaxed)), 1);
+    // ... a plain read after would see the new snapshot: 1213, nothing committed
+    c.query_drop("BEGIN").await.unwrap();
+    let v: i32 = c
+        .query_first(format!("SELECT v FROM {t} WHERE id = 1"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(v, 5);
+    d.query_drop(format!("UPDATE {t} SET v = 6 WHERE id = 1"))
+        .await
+        .unwrap();
+    cut().await;
+    c.query_drop(format!("UPDATE {t} SET v = v + 1 WHERE id = 2"))
+        .await
+        .unwrap();
+    let e = c
+        .query_drop(format!("SELECT v FROM {t} WHERE id = 1"))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), Some(1213), "{e}");
+    c.query_drop("ROLLBACK").await.unwrap();
+    assert_eq!(stat(&p, |s| s.replays_moved_lost.load(Relaxed)), 1);
+    let rows: Vec<(i32, i32)> = d
+        .query(format!("SELECT id, v FROM {t} ORDER BY id"))
+        .await
+        .unwrap();
+    assert_eq!(rows, [(1, 6), (2, 1)], "the lost transaction left nothing");
+    // READ COMMITTED: each statement reads what is committed, reads go on
+    c.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+        .await
+        .unwrap();
+    c.query_drop("BEGIN").await.unwrap();
+    let _: Option<i32> = c
+        .query_first(format!("SELECT v FROM {t} WHERE id = 1"))
+        .await
+        .unwrap();
+    d.query_drop(format!("UPDATE {t} SET v = 7 WHERE id = 1"))
+        .await
+        .unwrap();
+    cut().await;
+    let v: i32 = c
+        .query_first(format!("SELECT v FROM {t} WHERE id = 1"))
+        .await
+        .expect("replayed")
+        .unwrap();
+    assert_eq!(v, 7, "what is committed now");
+    c.query_drop("COMMIT").await.unwrap();
+    // SERIALIZABLE: reads lock; one that differs is a conflict
+    c.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL SERIALIZABLE")
+        .await
+        .unwrap();
+    c.query_drop("BEGIN").await.unwrap();
+    let _: Option<i32> = c
+        .query_first(format!("SELECT v FROM {t} WHERE id = 1"))
+        .await
+        .unwrap();
+    cut().await; // its locks go with the connection
+    d.query_drop(format!("UPDATE {t} SET v = 8 WHERE id = 1"))
+        .await
+        .unwrap();
+    let e = c
+        .query_drop(format!("UPDATE {t} SET v = v + 1 WHERE id = 2"))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), Some(1213), "{e}");
+    c.query_drop("ROLLBACK").await.unwrap();
+    d.query_drop(format!("DROP TABLE {t}")).await.unwrap();
+}
+
+/// Two transactions through the proxy deadlock for real: the server rolls its victim back
+/// and the proxy replays it, so neither client sees an error; with replay_deadlocks off the
+/// victim gets the server's 1213.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadlock_victim_is_replayed_unseen() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let p = proxy_with(format!("{PRIMARY}:3306"), None).await;
+    let t = table("deadlock");
+    let mut d = direct(PRIMARY).await;
+    d.query_drop(format!(
+        "CREATE TABLE {t} (id INT PRIMARY KEY, v INT); INSERT INTO {t} VALUES (1, 0), (2, 0)"
+    ))
+    .await
+    .unwrap();
+    for replay in [true, false] {
+        let mut on = (**p.shared.limits.load()).clone();
+        on.replay_deadlocks = replay;
+        p.shared.limits.store(std::sync::Arc::new(on));
+        let mut a = connect(&p, "strict").await;
+        let mut b = connect(&p, "strict").await;
+        for (c, id) in [(&mut a, 1), (&mut b, 2)] {
+            c.query_drop("BEGIN").await.unwrap();
+            c.query_drop(format!("UPDATE {t} SET v = v + 1 WHERE id = {id}"))
+                .await
+                .unwrap();
+        }
+        let cross = |mut c: mysql_async::Conn, id: u32| {
+            let sql = format!("UPDATE {t} SET v = v + 1 WHERE id = {id}");
+            tokio::spawn(async move {
+                let r = c.query_drop(sql).await;
+                (r, c)
+            })
+        };
+        let mut ja = cross(a, 2);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut jb = cross(b, 1);
+        // whichever finishes first commits, which lets a replayed victim go on
+        let mut errors = Vec::new();
+        let first = tokio::select! { r = &mut ja => (r, 0), r = &mut jb => (r, 1) };
+        let ((r, mut c), which) = (first.0.unwrap(), first.1);
+        match r {
+            Ok(()) => c.query_drop("COMMIT").await.unwrap(),
+            Err(e) => errors.push(code(&e)),
+        }
+        let other = if which == 0 { jb.await } else { ja.await };
+        let (r, mut c) = other.unwrap();
+        match r {
+            Ok(()) => c.query_drop("COMMIT").await.unwrap(),
+            Err(e) => errors.push(code(&e)),
+        }
+        let rows: Vec<(u32, i32)> = d
+            .query(format!("SELECT id, v FROM {t} ORDER BY id"))
+            .await
+            .unwrap();
+        if replay {
+            assert!(errors.is_empty(), "no client saw the deadlock: {errors:?}");
+            assert_eq!(rows, [(1, 2), (2, 2)], "both transactions, once each");
+            assert_eq!(p.shared.stats.deadlocks_replayed.load(Relaxed), 1);
+        } else {
+            assert_eq!(errors, [Some(1213)], "the victim gets the server's error");
+            assert_eq!(rows, [(1, 3), (2, 3)], "the winner committed");
+        }
+    }
+    d.query_drop(format!("DROP TABLE {t}")).await.unwrap();
+}
