@@ -3,7 +3,9 @@
 # through switchyard (role = "auto", probes only) while the local cluster fails over again
 # and again, and a probe client commits a small transaction every few ms through the proxy.
 # Prints errors seen by clients, tps before / during / after the storm, the longest pause
-# in commits, promotion -> first committed transaction (p50, p99), transaction replays,
+# in commits, promotion -> first committed transaction (p50, p99), transaction replays
+# (exact; moved: the first reads found a newer snapshot; failed; moved, then lost to a plain
+# read), deadlock victims replayed,
 # and whether every node holds the same data afterwards.
 #   planned:   `local-cluster.sh failover NEXT --kill-connections` (fence, kill, promote)
 #   unplanned: the primary's mariadbd is SIGKILLed, then NEXT is promoted (at most 2 in a
@@ -139,11 +141,14 @@ def metric(name, label=""):
     return int(float(m.group(1))) if m else 0
 replayed = metric("switchyard_transaction_replays_total", 'outcome="replayed"')
 failed = metric("switchyard_transaction_replays_total", 'outcome="failed"')
+moved = metric("switchyard_transaction_replays_total", 'outcome="moved"')
+moved_lost = metric("switchyard_transaction_replays_total", 'outcome="moved_then_lost"')
+deadlocks = metric("switchyard_deadlocks_replayed_total")
 doubt = metric("switchyard_commits_in_doubt_total")
 same = len(set(sums.split())) == 1
-print(f"| mode | failovers | sysbench fatal | sysbench retried errors | probe errors | tps before | tps during | tps after | longest commit pause | promotion -> first commit p50 / p99 | replays ok / failed | commits in doubt | nodes identical |")
-print(f"|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-print(f"| {mode} | {len(promos)}/{n} | {fatal} | {ign} | {perr} | {avg(0, before):.0f} | {avg(before, before + window):.0f} | {avg(before + window, span):.0f} | {pause} ms | {pct(50)} / {pct(99)} ms | {replayed} / {failed} | {doubt} | {'yes' if same else 'NO: ' + sums} |")
+print(f"| mode | failovers | sysbench fatal | sysbench retried errors | probe errors | tps before | tps during | tps after | longest commit pause | promotion -> first commit p50 / p99 | replays exact / moved / failed / moved, then lost | deadlocks replayed | commits in doubt | nodes identical |")
+print(f"|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+print(f"| {mode} | {len(promos)}/{n} | {fatal} | {ign} | {perr} | {avg(0, before):.0f} | {avg(before, before + window):.0f} | {avg(before + window, span):.0f} | {pause} ms | {pct(50)} / {pct(99)} ms | {replayed} / {moved} / {failed} / {moved_lost} | {deadlocks} | {doubt} | {'yes' if same else 'NO: ' + sums} |")
 PY
 if [ "$MODE" = unplanned ]; then
   echo "rebuilding the local cluster (the killed primaries cannot rejoin)" >&2
