@@ -235,7 +235,7 @@ pub struct Replaying {
 
 /// How long a COMMIT waits for replays under way, at most (a replay blocked on a lock the
 /// waiting transaction holds must not wait for it long).
-const COMMIT_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
+const COMMIT_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// How long after a failover's election COMMITs wait for interrupted sessions to notice
 /// and start their replays.
