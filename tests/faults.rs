@@ -560,3 +560,60 @@ async fn a_deadlock_victim_is_replayed_unseen() {
     }
     d.query_drop(format!("DROP TABLE {t}")).await.unwrap();
 }
+
+/// A replay may lease over the user's connection limit: with one place per user, a client
+/// that took the place while the transaction's connection was lost would otherwise make the
+/// replay wait for its COMMIT (here: never, the lease times out).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_leases_over_the_users_limit_rather_than_wait() {
+    let chaos = Chaos::start("127.0.0.11:3306").await;
+    let cfg = config(|c| {
+        c.backends.truncate(1);
+        let (h, port) = chaos
+            .address()
+            .split_once(':')
+            .map(|(h, p)| (h.to_string(), p.parse().unwrap()))
+            .unwrap();
+        c.backends[0].host = h;
+        c.backends[0].port = port;
+        c.pool.max_per_user = 1;
+        c.pool.min_idle = 0;
+        c.pool.lease_timeout_ms = 1500;
+    });
+    let p = start(cfg).await;
+    let t = table("overflow");
+    let mut d = direct(PRIMARY).await;
+    d.query_drop(format!("CREATE TABLE {t} (id INT PRIMARY KEY)"))
+        .await
+        .unwrap();
+    let mut a = connect(&p, "strict").await;
+    let mut b = connect(&p, "strict").await;
+    a.query_drop("BEGIN").await.unwrap();
+    a.query_drop(format!("INSERT INTO {t} VALUES (1)"))
+        .await
+        .unwrap();
+    // b waits for the only place, which a holds
+    let sql = format!("SELECT COUNT(*) FROM {t}");
+    let jb = tokio::spawn(async move {
+        b.query_drop("BEGIN").await.unwrap();
+        let r: Result<Option<u32>, _> = b.query_first(sql).await;
+        (r, b)
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    chaos.cut_all();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // a's lost connection frees the place, b (queued first) takes it; a's replay goes over
+    a.query_drop(format!("INSERT INTO {t} VALUES (2)"))
+        .await
+        .expect("replayed on a connection over the limit");
+    a.query_drop("COMMIT").await.unwrap();
+    let (r, mut b) = jb.await.unwrap();
+    assert_eq!(r.unwrap(), Some(0), "b's snapshot predates a's commit");
+    b.query_drop("COMMIT").await.unwrap();
+    let ids: Vec<u32> = d
+        .query(format!("SELECT id FROM {t} ORDER BY id"))
+        .await
+        .unwrap();
+    assert_eq!(ids, [1, 2]);
+    d.query_drop(format!("DROP TABLE {t}")).await.unwrap();
+}
