@@ -389,6 +389,27 @@ fn stat(p: &switchyard::app::Running, f: fn(&switchyard::session::registry::Stat
     f(&p.shared.stats)
 }
 
+/// BEGIN and a first read of row 1 of `t` (returned), another client sets it to `new`,
+/// and the transaction's connection is cut.
+async fn read_changed_cut(
+    chaos: &Chaos,
+    (c, d): (&mut mysql_async::Conn, &mut mysql_async::Conn),
+    t: &str,
+    new: i32,
+) -> i32 {
+    c.query_drop("BEGIN").await.unwrap();
+    let v: Option<i32> = c
+        .query_first(format!("SELECT v FROM {t} WHERE id = 1"))
+        .await
+        .unwrap();
+    d.query_drop(format!("UPDATE {t} SET v = {new} WHERE id = 1"))
+        .await
+        .unwrap();
+    chaos.cut_all();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    v.unwrap()
+}
+
 /// A transaction whose first reads changed before its replay (others committed after its
 /// snapshot): under REPEATABLE READ it goes on with writes and its COMMIT, a plain read
 /// after gets 1213; under READ COMMITTED reads go on; under SERIALIZABLE it is lost.
@@ -405,39 +426,15 @@ async fn a_replay_whose_first_reads_changed_goes_on_only_where_the_level_allows(
     ))
     .await
     .unwrap();
-    let cut = || async {
-        chaos.cut_all();
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
     // REPEATABLE READ (the default): a write and COMMIT go on
-    c.query_drop("BEGIN").await.unwrap();
-    let v: i32 = c
-        .query_first(format!("SELECT v FROM {t} WHERE id = 1"))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(v, 0);
-    d.query_drop(format!("UPDATE {t} SET v = 5 WHERE id = 1"))
-        .await
-        .unwrap();
-    cut().await;
+    assert_eq!(read_changed_cut(&chaos, (&mut c, &mut d), &t, 5).await, 0);
     c.query_drop(format!("UPDATE {t} SET v = v + 1 WHERE id = 2"))
         .await
         .expect("replayed: the write reads the latest rows, as it would have");
     c.query_drop("COMMIT").await.unwrap();
     assert_eq!(stat(&p, |s| s.replays_moved.load(Relaxed)), 1);
     // ... a plain read after would see the new snapshot: 1213, nothing committed
-    c.query_drop("BEGIN").await.unwrap();
-    let v: i32 = c
-        .query_first(format!("SELECT v FROM {t} WHERE id = 1"))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(v, 5);
-    d.query_drop(format!("UPDATE {t} SET v = 6 WHERE id = 1"))
-        .await
-        .unwrap();
-    cut().await;
+    assert_eq!(read_changed_cut(&chaos, (&mut c, &mut d), &t, 6).await, 5);
     c.query_drop(format!("UPDATE {t} SET v = v + 1 WHERE id = 2"))
         .await
         .unwrap();
@@ -457,15 +454,7 @@ async fn a_replay_whose_first_reads_changed_goes_on_only_where_the_level_allows(
     c.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
         .await
         .unwrap();
-    c.query_drop("BEGIN").await.unwrap();
-    let _: Option<i32> = c
-        .query_first(format!("SELECT v FROM {t} WHERE id = 1"))
-        .await
-        .unwrap();
-    d.query_drop(format!("UPDATE {t} SET v = 7 WHERE id = 1"))
-        .await
-        .unwrap();
-    cut().await;
+    assert_eq!(read_changed_cut(&chaos, (&mut c, &mut d), &t, 7).await, 6);
     let v: i32 = c
         .query_first(format!("SELECT v FROM {t} WHERE id = 1"))
         .await
@@ -482,7 +471,8 @@ async fn a_replay_whose_first_reads_changed_goes_on_only_where_the_level_allows(
         .query_first(format!("SELECT v FROM {t} WHERE id = 1"))
         .await
         .unwrap();
-    cut().await; // its locks go with the connection
+    chaos.cut_all(); // its locks go with the connection
+    tokio::time::sleep(Duration::from_millis(50)).await;
     d.query_drop(format!("UPDATE {t} SET v = 8 WHERE id = 1"))
         .await
         .unwrap();

@@ -143,7 +143,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     let journal = digest.clone();
                     self.spec_record(cmd, digest);
                     let changed = summary.last_ok.is_some_and(|o| o.affected_rows > 0);
-                    self.journal_record(cmd, journal, (self.reply_seq, summary.rows, changed));
+                    self.journal_record(
+                        (cmd, stmt),
+                        journal,
+                        (self.reply_seq, summary.rows, changed),
+                    );
                     if partly_applied(stmt, &summary) && !self.in_transaction() && !u.from_held {
                         // some statements of a batch ran before one failed: what they
                         // changed is unknown here, so the connection is not pooled

@@ -77,6 +77,28 @@ pub struct Journal {
     moved: bool,
 }
 
+/// What a kept statement is, for the first reads rule (see [`Journal::snapshot_moved`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// BEGIN, START TRANSACTION (and the like).
+    Begin,
+    /// A consistent, non-locking read: what the router sends to a standby.
+    PlainRead,
+    Other,
+}
+
+impl Kind {
+    pub fn of(stmt: &Statement) -> Kind {
+        if stmt.begins_transaction {
+            Kind::Begin
+        } else if stmt.target == Target::Standby {
+            Kind::PlainRead
+        } else {
+            Kind::Other
+        }
+    }
+}
+
 /// A commit marker written inside the transaction just before its COMMIT.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Mark {
@@ -124,11 +146,11 @@ impl Journal {
     }
 
     /// Keeps a statement of the transaction with the digest of its reply; `sql` is its
-    /// text (for an EXECUTE, the prepared statement's).
+    /// text (for an EXECUTE, the prepared statement's), `kind` what the router made of it.
     pub fn record(
         &mut self,
         cmd: &Cmd<'_>,
-        sql: Option<&[u8]>,
+        (sql, kind): (Option<&[u8]>, Kind),
         (digest, seq, rows): (u64, u8, u64),
         b: Bounds,
     ) {
@@ -150,9 +172,8 @@ impl Journal {
             return;
         }
         self.bytes += cmd.payload.len();
-        let sql = sql.unwrap_or_default();
-        let snapshot_read = !self.past_reads && snapshot_read(sql);
-        self.past_reads |= !snapshot_read && !begins(sql);
+        let snapshot_read = !self.past_reads && kind == Kind::PlainRead;
+        self.past_reads |= kind == Kind::Other;
         self.entries.push(Entry {
             cmd: OwnedCmd {
                 payload: cmd.payload.to_vec(),
@@ -290,7 +311,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// transaction ends.
     pub(super) fn journal_record(
         &mut self,
-        cmd: &Cmd<'_>,
+        (cmd, stmt): (&Cmd<'_>, &Statement),
         digest: Option<DefaultHasher>,
         (seq, rows, changed): (u8, u64, bool),
     ) {
@@ -310,7 +331,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             Some(_) if long_data => j.break_with(Unreplayable::Unrepeatable),
             Some(h) => j.record(
                 cmd,
-                self.statement_sql(cmd),
+                (self.statement_sql(cmd), Kind::of(stmt)),
                 (h.finish(), seq, rows),
                 bounds,
             ),
@@ -600,9 +621,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         self.in_replay = false;
         let mut u = leased.map_err(|_| Retry::Again(None))?;
         let node = u.node;
-        // None: not asked yet; Some(level allows a moved snapshot)
-        let mut moves: Option<Option<bool>> = None;
-        let mut sink = PacketStream::new(Discard, self.shared.limits.load().max_packet);
+        let mut level = None; // asked at the first read that differs
+        let limits = self.shared.limits.load_full();
+        let mut sink = PacketStream::new(Discard, limits.max_packet);
+        let hold = limits.replay_deadlocks;
         for (i, e) in journal.entries().iter().enumerate() {
             let enc = self.encoding(u.lease.conn_ref().tracks);
             let cmd = e.cmd.as_cmd();
@@ -612,37 +634,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             };
             let mut h = DefaultHasher::new();
             let kind = (ResponseKind::Results, enc, e.seq);
-            let hold = self.shared.limits.load().replay_deadlocks;
             let (r, _) = relay_on(u.lease.conn(), &mut sink, &wire, kind, Some(&mut h), hold).await;
-            match r {
-                Ok(summary) if h.finish() == e.digest => {
-                    if let Some(st) = summary.status {
-                        u.lease.conn().status = st;
-                    }
-                    self.take_status(&summary);
-                }
-                // a first read saw what others committed after the client's snapshot: the
-                // client's answer was true of it, and what follows reads the latest rows
-                // (writes, locking reads), unless the level is SERIALIZABLE
-                Ok(summary) if e.snapshot_read && summary.error.is_none() => {
-                    if moves.is_none() {
-                        moves = Some(snapshot_may_move(&mut u).await);
-                    }
-                    if moves.flatten().is_none() {
-                        return Err(Retry::Differs(i));
-                    }
-                    if let Some(st) = summary.status {
-                        u.lease.conn().status = st;
-                    }
-                    self.take_status(&summary);
-                }
-                Ok(summary) => {
-                    let sql = self
-                        .statement_sql(&cmd)
-                        .map(|s| String::from_utf8_lossy(s).into_owned());
-                    tracing::debug!(statement = i, sql = ?sql, rows_then = e.rows, rows_now = summary.rows, error = ?summary.error.as_ref().map(|e| e.code), "replay: reply differs");
-                    return Err(Retry::Differs(i));
-                }
+            let summary = match r {
+                Ok(summary) => summary,
                 // refused as read-only: another primary is coming; killed or lost (a
                 // promotion kills connections too): the same one may do
                 Err(RelayError::Refused(err)) if err.refusal() == Some(Refusal::ReadOnly) => {
@@ -655,29 +649,58 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     self.shared.topology.suspect(node, e.to_string());
                     return Err(Retry::Again(None));
                 }
+            };
+            if h.finish() != e.digest {
+                // a first read that saw what others committed after the client's snapshot:
+                // the client's answer was true of it, and what follows reads the latest
+                // rows (writes, locking reads), unless the level is SERIALIZABLE
+                let first_read = e.snapshot_read && summary.error.is_none();
+                let level = match level {
+                    Some(l) => l,
+                    None if first_read => *level.insert(isolation(&mut u).await),
+                    None => Isolation::Exact,
+                };
+                if !first_read || level == Isolation::Exact {
+                    let sql = self
+                        .statement_sql(&cmd)
+                        .map(|s| String::from_utf8_lossy(s).into_owned());
+                    tracing::debug!(statement = i, sql = ?sql, rows_then = e.rows, rows_now = summary.rows, error = ?summary.error.as_ref().map(|e| e.code), "replay: reply differs");
+                    return Err(Retry::Differs(i));
+                }
             }
+            if let Some(st) = summary.status {
+                u.lease.conn().status = st;
+            }
+            self.take_status(&summary);
         }
-        Ok((u, moves.flatten() == Some(true)))
+        Ok((u, level == Some(Isolation::Snapshot)))
     }
 }
 
-/// Whether the connection's isolation level lets the transaction's first reads differ on
-/// replay: Some(true) under REPEATABLE READ (no plain read may follow), Some(false) under
-/// READ COMMITTED or READ UNCOMMITTED (each statement reads what is committed), None under
-/// SERIALIZABLE (reads lock: a difference is a conflict) or when it cannot be told.
-async fn snapshot_may_move(u: &mut InUse) -> Option<bool> {
+/// What the connection's isolation level lets a transaction's first reads do on replay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Isolation {
+    /// REPEATABLE READ: differ, and then no plain read may follow.
+    Snapshot,
+    /// READ COMMITTED, READ UNCOMMITTED: differ (each statement reads what is committed).
+    Committed,
+    /// SERIALIZABLE (reads lock: a difference is a conflict), or not known: never differ.
+    Exact,
+}
+
+async fn isolation(u: &mut InUse) -> Isolation {
     let conn = u.lease.conn();
     let sql = if conn.profile.mariadb {
         "SELECT @@session.tx_isolation"
     } else {
         "SELECT @@session.transaction_isolation"
     };
-    let rows = conn.query_rows(sql).await.ok()?;
-    let level = rows.first()?.first()?.clone()?;
-    match level.to_ascii_uppercase().as_slice() {
-        b"REPEATABLE-READ" => Some(true),
-        b"READ-COMMITTED" | b"READ-UNCOMMITTED" => Some(false),
-        _ => None,
+    let rows = conn.query_rows(sql).await.unwrap_or_default();
+    let level = rows.first().and_then(|r| r.first()).cloned().flatten();
+    match level.unwrap_or_default().to_ascii_uppercase().as_slice() {
+        b"REPEATABLE-READ" => Isolation::Snapshot,
+        b"READ-COMMITTED" | b"READ-UNCOMMITTED" => Isolation::Committed,
+        _ => Isolation::Exact,
     }
 }
 
@@ -699,41 +722,36 @@ enum Retry {
     Again(Option<usize>),
 }
 
-/// A single plain SELECT: a consistent (non-locking) read, which reads the transaction's
-/// snapshot (REPEATABLE READ) or what is committed (READ COMMITTED), never rows it locks.
-pub fn snapshot_read(sql: &[u8]) -> bool {
-    let upper: Vec<u8> = sql.iter().map(u8::to_ascii_uppercase).collect();
-    let has = |w: &[u8]| upper.windows(w.len()).any(|x| x == w);
-    let body = upper.trim_ascii_end();
-    let body = body.strip_suffix(b";").unwrap_or(body);
-    crate::router::first_keyword(sql).as_bytes() == b"SELECT"
-        && !body.contains(&b';')
-        && !has(b"FOR UPDATE")
-        && !has(b"FOR SHARE")
-        && !has(b"LOCK IN SHARE MODE")
-        && !has(b" INTO ")
-}
-
-/// BEGIN or START TRANSACTION.
-fn begins(sql: &[u8]) -> bool {
-    matches!(
-        crate::router::first_keyword(sql).as_bytes(),
-        b"BEGIN" | b"START"
-    )
-}
-
 /// What may still run in a transaction whose snapshot a replay moved: writes and locking
 /// reads (which read the latest rows in InnoDB's REPEATABLE READ too) and its end; a plain
 /// read (or anything else) would read the new snapshot after the client saw the old one.
 pub fn allowed_after_move(sql: &[u8]) -> bool {
-    let upper: Vec<u8> = sql.iter().map(u8::to_ascii_uppercase).collect();
-    let has = |w: &[u8]| upper.windows(w.len()).any(|x| x == w);
     match crate::router::first_keyword(sql).as_bytes() {
         b"INSERT" | b"UPDATE" | b"DELETE" | b"REPLACE" | b"COMMIT" | b"ROLLBACK" | b"SAVEPOINT"
         | b"RELEASE" => true,
-        b"SELECT" => has(b"FOR UPDATE") || has(b"FOR SHARE") || has(b"LOCK IN SHARE MODE"),
+        b"SELECT" => ends_locking(sql),
         _ => false,
     }
+}
+
+/// The statement ends with a locking clause (`FOR UPDATE`, `FOR SHARE`, `LOCK IN SHARE
+/// MODE`, then perhaps `NOWAIT`, `SKIP LOCKED` or `WAIT n`): not the words in a literal.
+fn ends_locking(sql: &[u8]) -> bool {
+    let upper: Vec<u8> = sql.iter().map(u8::to_ascii_uppercase).collect();
+    let mut words: Vec<&[u8]> = upper
+        .split(|b| b.is_ascii_whitespace() || *b == b';')
+        .filter(|w| !w.is_empty())
+        .collect();
+    match words.as_slice() {
+        [.., b"NOWAIT"] => drop(words.pop()),
+        [.., b"SKIP", b"LOCKED"] => words.truncate(words.len() - 2),
+        [.., b"WAIT", n] if n.iter().all(u8::is_ascii_digit) => words.truncate(words.len() - 2),
+        _ => {}
+    }
+    matches!(
+        words.as_slice(),
+        [.., b"FOR", b"UPDATE"] | [.., b"FOR", b"SHARE"] | [.., b"LOCK", b"IN", b"SHARE", b"MODE"]
+    )
 }
 
 /// A statement that gives the same effect and reply when run again on another server with
@@ -773,7 +791,8 @@ mod tests {
 
     fn rec(j: &mut Journal, sql: &str) {
         let p = q(sql);
-        j.record(&Cmd::plain(&p), Some(sql.as_bytes()), (7, 1, 0), B);
+        let kind = Kind::of(&crate::router::classify(sql.as_bytes()));
+        j.record(&Cmd::plain(&p), (Some(sql.as_bytes()), kind), (7, 1, 0), B);
     }
 
     #[test]
@@ -809,7 +828,13 @@ mod tests {
             "UPDATE t SET c = 1 WHERE id = 3",
             "SELECT c FROM t WHERE id = 3",
         ] {
-            j.record(&Cmd::plain(&q(sql)), Some(sql.as_bytes()), (7, 1, 0), b);
+            let kind = Kind::of(&crate::router::classify(sql.as_bytes()));
+            j.record(
+                &Cmd::plain(&q(sql)),
+                (Some(sql.as_bytes()), kind),
+                (7, 1, 0),
+                b,
+            );
         }
         let tolerant: Vec<bool> = j.entries().iter().map(|e| e.snapshot_read).collect();
         assert_eq!(
@@ -820,6 +845,10 @@ mod tests {
         assert!(!j.snapshot_moved());
     }
 
+    fn plain_read(sql: &str) -> bool {
+        Kind::of(&crate::router::classify(sql.as_bytes())) == Kind::PlainRead
+    }
+
     #[test]
     fn plain_reads_and_what_may_follow_a_moved_snapshot() {
         for sql in [
@@ -827,7 +856,7 @@ mod tests {
             "select sum(k) from t where id between 1 and 9;",
             "/* x */ SELECT 1",
         ] {
-            assert!(snapshot_read(sql.as_bytes()), "{sql}");
+            assert!(plain_read(sql), "{sql}");
             assert!(!allowed_after_move(sql.as_bytes()), "{sql}");
         }
         for sql in [
@@ -838,13 +867,15 @@ mod tests {
             "SELECT 1; DELETE FROM t",
             "UPDATE t SET c = 1",
         ] {
-            assert!(!snapshot_read(sql.as_bytes()), "{sql}");
+            assert!(!plain_read(sql), "{sql}");
         }
         for sql in [
             "UPDATE t SET c = c + 1 WHERE id = 2",
             "INSERT INTO t SELECT * FROM u",
             "DELETE FROM t WHERE id = 3",
             "SELECT c FROM t WHERE id = 1 FOR UPDATE",
+            "select c from t where id = 1 for update skip locked;",
+            "SELECT c FROM t LOCK IN SHARE MODE WAIT 5",
             "COMMIT",
             "ROLLBACK",
         ] {
@@ -854,6 +885,8 @@ mod tests {
             "SHOW TABLES",
             "WITH x AS (SELECT 1) SELECT * FROM x",
             "DO 1",
+            "SELECT 'FOR UPDATE' FROM t",
+            "SELECT c FROM t WHERE c = 'x FOR UPDATE'",
         ] {
             assert!(!allowed_after_move(sql.as_bytes()), "{sql}");
         }
@@ -886,10 +919,10 @@ mod tests {
             payload: &p,
             exec: Some(cursor),
         };
-        j.record(&cmd, Some(b"SELECT 1"), (0, 1, 0), B);
+        j.record(&cmd, (Some(b"SELECT 1"), Kind::PlainRead), (0, 1, 0), B);
         assert_eq!(j.broken(), Some(Unreplayable::Unrepeatable));
         let mut j = Journal::default();
-        j.record(&Cmd::plain(&q("x")), None, (0, 1, 0), B);
+        j.record(&Cmd::plain(&q("x")), (None, Kind::Other), (0, 1, 0), B);
         assert_eq!(
             j.broken(),
             Some(Unreplayable::Unrepeatable),
