@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::chaos::Chaos;
+use common::chaos::{Chaos, Flow};
 use common::*;
 use mysql_async::prelude::*;
 use switchyard::config::Role;
@@ -610,5 +610,163 @@ async fn a_replay_leases_over_the_users_limit_rather_than_wait() {
         .await
         .unwrap();
     assert_eq!(ids, [1, 2]);
+    d.query_drop(format!("DROP TABLE {t}")).await.unwrap();
+}
+
+const MARKS: &str = "switchyard.commit_marks";
+
+/// A proxy whose one backend is the primary through `chaos`, with or without commit markers.
+async fn proxy_marked(chaos: &Chaos, marker: bool) -> switchyard::app::Running {
+    let p = proxy_with(chaos.address(), None).await;
+    let mut l = (**p.shared.limits.load()).clone();
+    l.commit_marker = marker.then(|| MARKS.to_string());
+    p.shared.limits.store(std::sync::Arc::new(l));
+    p
+}
+
+/// The ids in `t` on the primary once it holds `n` rows (bounded wait).
+async fn ids_once(d: &mut mysql_async::Conn, t: &str, n: usize) -> Vec<u32> {
+    let q = format!("SELECT id FROM {t} ORDER BY id");
+    for _ in 0..200 {
+        let ids: Vec<u32> = d.query(q.as_str()).await.unwrap();
+        if ids.len() >= n {
+            return ids;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{t} never held {n} rows");
+}
+
+/// Runs `sql` on `c` while `chaos` takes the flow to `f` the moment the COMMIT is sent;
+/// `then` runs once it has (e.g. waits for the commit on the server), then every
+/// connection is cut.
+async fn commit_cut<F: std::future::Future<Output = ()>>(
+    chaos: &Chaos,
+    mut c: mysql_async::Conn,
+    f: Flow,
+    then: F,
+) -> (Result<(), mysql_async::Error>, mysql_async::Conn) {
+    chaos.flow_on_sent(b"\x03COMMIT", f);
+    let j = tokio::spawn(async move {
+        let r = c.query_drop("COMMIT").await;
+        (r, c)
+    });
+    for _ in 0..500 {
+        if chaos.flow_now() == f {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(chaos.flow_now(), f, "the COMMIT was never sent");
+    then.await;
+    chaos.cut_all();
+    chaos.flow(Flow::Both);
+    j.await.unwrap()
+}
+
+async fn marker_rows(d: &mut mysql_async::Conn, p: &switchyard::app::Running, conn: u32) -> u32 {
+    let q = format!(
+        "SELECT COUNT(*) FROM {MARKS} WHERE instance = {} AND conn = {conn}",
+        p.shared.instance
+    );
+    d.query_first(q).await.unwrap().unwrap()
+}
+
+/// A COMMIT whose connection dies after it was sent, with the commit marker: committed,
+/// the client gets its OK (not run twice); never reached the server, the transaction is
+/// replayed and committed once. The session's end deletes its marker row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_lost_in_flight_is_found_out_by_its_marker() {
+    let chaos = Chaos::start("127.0.0.11:3306").await;
+    let p = proxy_marked(&chaos, true).await;
+    let t = table("marked");
+    let mut d = direct(PRIMARY).await;
+    d.query_drop(format!("CREATE TABLE {t} (id INT PRIMARY KEY)"))
+        .await
+        .unwrap();
+    let mut c = connect(&p, "strict").await;
+    let id = c.id();
+    c.query_drop("BEGIN").await.unwrap();
+    c.query_drop(format!("INSERT INTO {t} VALUES (1)"))
+        .await
+        .unwrap();
+    let (r, mut c) = commit_cut(&chaos, c, Flow::NoReplies, async {
+        ids_once(&mut d, &t, 1).await;
+    })
+    .await;
+    r.expect("committed, its reply lost: OK");
+    assert_eq!(ids_once(&mut d, &t, 1).await, [1], "committed once");
+    assert_eq!(
+        stat(&p, |s| s
+            .commits_resolved
+            .load(std::sync::atomic::Ordering::Relaxed)),
+        1
+    );
+    c.query_drop("BEGIN").await.unwrap();
+    c.query_drop(format!("INSERT INTO {t} VALUES (2)"))
+        .await
+        .unwrap();
+    let (r, mut c) = commit_cut(&chaos, c, Flow::Nothing, async {}).await;
+    r.expect("the COMMIT never arrived: replayed and committed");
+    assert_eq!(ids_once(&mut d, &t, 2).await, [1, 2], "each once");
+    assert_eq!(
+        stat(&p, |s| s
+            .commits_resolved
+            .load(std::sync::atomic::Ordering::Relaxed)),
+        2
+    );
+    let n: u32 = c.query_first("SELECT 5").await.unwrap().unwrap();
+    assert_eq!(n, 5, "the session goes on");
+    assert_eq!(marker_rows(&mut d, &p, id).await, 1);
+    c.disconnect().await.unwrap();
+    let mut gone = false;
+    for _ in 0..200 {
+        if marker_rows(&mut d, &p, id).await == 0 {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(gone, "the session's marker row outlived it");
+    d.query_drop(format!("DROP TABLE {t}")).await.unwrap();
+}
+
+/// Without the marker, a COMMIT whose connection dies after it was sent is answered as a
+/// server's death would be: 2013, and the connection closes (its outcome is unknown).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_lost_in_flight_without_a_marker_is_2013_and_closes() {
+    let chaos = Chaos::start("127.0.0.11:3306").await;
+    let p = proxy_marked(&chaos, false).await;
+    let t = table("unmarked");
+    let mut d = direct(PRIMARY).await;
+    d.query_drop(format!("CREATE TABLE {t} (id INT PRIMARY KEY)"))
+        .await
+        .unwrap();
+    let mut c = connect(&p, "strict").await;
+    c.query_drop("BEGIN").await.unwrap();
+    c.query_drop(format!("INSERT INTO {t} VALUES (1)"))
+        .await
+        .unwrap();
+    let (r, mut c) = commit_cut(&chaos, c, Flow::NoReplies, async {
+        ids_once(&mut d, &t, 1).await;
+    })
+    .await;
+    let e = r.unwrap_err();
+    assert_eq!(code(&e), Some(2013), "in doubt: {e}");
+    assert!(
+        c.query_drop("SELECT 1").await.is_err(),
+        "the connection closed"
+    );
+    assert_eq!(
+        stat(&p, |s| s
+            .commits_in_doubt
+            .load(std::sync::atomic::Ordering::Relaxed)),
+        1
+    );
+    assert_eq!(
+        ids_once(&mut d, &t, 1).await,
+        [1],
+        "committed once, never replayed"
+    );
     d.query_drop(format!("DROP TABLE {t}")).await.unwrap();
 }

@@ -228,6 +228,7 @@ async fn serve_in_span<S: AsyncRead + AsyncWrite + Unpin + Send>(
     let handle = shared.registry.insert(id, &ok.user, &host);
     let mut s = Session::new(io, shared.clone(), handle, ok);
     let end = s.run().await;
+    s.forget_marks().await;
     let secs = started.elapsed().as_secs_f64();
     tracing::info!(reason = %end, secs, "session ended");
     shared.registry.remove(id);

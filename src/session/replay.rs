@@ -299,6 +299,9 @@ impl Drop for ReplayGuard<'_> {
 /// Replay attempts when the replay itself meets a failover still under way.
 const ATTEMPTS: u32 = 4;
 
+/// How long a session's end may spend deleting its commit marker.
+const FORGET_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// Whether this statement's reply is digested for the journal.
     pub(super) fn journal_digest(&self, stmt: &Statement) -> Option<DefaultHasher> {
@@ -466,6 +469,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             .and_then(|v| String::from_utf8(v).ok())
             .and_then(|v| v.parse::<u64>().ok());
         Some(seq == Some(mark.seq))
+    }
+
+    /// The session ends: its marker row is of no more use and is deleted on the primary
+    /// (bounded; a row left by a failure or a crash is the operator's to prune by `at`).
+    pub(super) async fn forget_marks(&mut self) {
+        let Some(table) = self.shared.limits.load().commit_marker.clone() else {
+            return;
+        };
+        if self.marks == 0 {
+            return;
+        }
+        drop(self.held.take()); // an open transaction is not this DELETE's
+        let sql = format!(
+            "DELETE FROM {table} WHERE instance = {} AND conn = {}",
+            self.shared.instance, self.handle.id
+        );
+        let work = async {
+            let mut u = self.acquire(Target::Primary, None).await.ok()?;
+            let conn = u.lease.conn();
+            // a session with autocommit off leaves the DELETE open: COMMIT it
+            let done = conn.query_ok(&sql).await.is_ok() && conn.query_ok("COMMIT").await.is_ok();
+            u.lease.release();
+            Some(done)
+        };
+        let done = tokio::time::timeout(FORGET_WAIT, work).await;
+        tracing::debug!(?done, "commit marker deleted at the session's end");
     }
 
     /// A COMMIT whose connection died after it was sent: did it commit? Some(true): yes (or

@@ -1,18 +1,37 @@
 //! A TCP forwarder on loopback that stands between switchyard and one backend and can cut
-//! every connection through it at once, or refuse new ones: a backend dying, without
-//! touching the real cluster.
+//! every connection through it at once, refuse new ones, or drop what flows through open
+//! ones: a backend dying, without touching the real cluster.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+
+/// What passes through the forwarder's connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Flow {
+    /// Everything, both ways.
+    Both = 0,
+    /// What the client sends reaches the server; the server's replies are dropped.
+    NoReplies = 1,
+    /// Nothing: bytes either way are dropped.
+    Nothing = 2,
+}
 
 pub struct Chaos {
     pub port: u16,
     cut: watch::Sender<u64>,
     refuse: Arc<AtomicBool>,
+    flow: Arc<AtomicU8>,
+    trigger: Trigger,
 }
+
+/// Bytes that, once a client sends them, set the flow (before they are passed on or not).
+type Trigger = Arc<std::sync::Mutex<Option<(Vec<u8>, Flow)>>>;
 
 impl Chaos {
     pub async fn start(target: &'static str) -> Chaos {
@@ -20,7 +39,11 @@ impl Chaos {
         let port = l.local_addr().unwrap().port();
         let (cut, rx) = watch::channel(0u64);
         let refuse = Arc::new(AtomicBool::new(false));
+        let flow = Arc::new(AtomicU8::new(Flow::Both as u8));
         let r = refuse.clone();
+        let f = flow.clone();
+        let trigger = Trigger::default();
+        let tr = trigger.clone();
         tokio::spawn(async move {
             while let Ok((client, _)) = l.accept().await {
                 if r.load(Ordering::SeqCst) {
@@ -29,21 +52,31 @@ impl Chaos {
                 }
                 let mut rx = rx.clone();
                 rx.borrow_and_update();
+                let f = f.clone();
+                let tr = tr.clone();
                 tokio::spawn(async move {
-                    let Ok(mut server) = TcpStream::connect(target).await else {
+                    let Ok(server) = TcpStream::connect(target).await else {
                         return;
                     };
-                    let mut client = client;
                     client.set_nodelay(true).ok();
                     server.set_nodelay(true).ok();
+                    let (cr, cw) = client.into_split();
+                    let (sr, sw) = server.into_split();
                     tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = pump(cr, sw, f.clone(), Flow::Nothing, Some(tr)) => {}
+                        _ = pump(sr, cw, f, Flow::NoReplies, None) => {}
                         _ = rx.changed() => {}
                     }
                 });
             }
         });
-        Chaos { port, cut, refuse }
+        Chaos {
+            port,
+            cut,
+            refuse,
+            flow,
+            trigger,
+        }
     }
 
     pub fn address(&self) -> String {
@@ -55,8 +88,61 @@ impl Chaos {
         self.cut.send_modify(|n| *n += 1);
     }
 
+    /// What passes through the open connections (and new ones) from now on.
+    pub fn flow(&self, f: Flow) {
+        self.flow.store(f as u8, Ordering::SeqCst);
+    }
+
+    /// The flow becomes `f` as soon as a client sends `bytes` (they included), once.
+    pub fn flow_on_sent(&self, bytes: &[u8], f: Flow) {
+        *self.trigger.lock().unwrap() = Some((bytes.to_vec(), f));
+    }
+
+    /// The flow now.
+    pub fn flow_now(&self) -> Flow {
+        match self.flow.load(Ordering::SeqCst) {
+            0 => Flow::Both,
+            1 => Flow::NoReplies,
+            _ => Flow::Nothing,
+        }
+    }
+
     /// Refuses (closes at once) new connections while true.
     pub fn refuse(&self, on: bool) {
         self.refuse.store(on, Ordering::SeqCst);
+    }
+}
+
+/// Copies one direction until either side closes, dropping what arrives while the flow is
+/// `drops_from` or less open; a chunk holding the trigger's bytes sets the flow first.
+async fn pump(
+    mut from: OwnedReadHalf,
+    mut to: OwnedWriteHalf,
+    flow: Arc<AtomicU8>,
+    drops_from: Flow,
+    trigger: Option<Trigger>,
+) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if let Some(t) = &trigger {
+            let mut t = t.lock().unwrap();
+            let hit = t
+                .as_ref()
+                .is_some_and(|(b, _)| buf[..n].windows(b.len()).any(|w| w == b.as_slice()));
+            if hit {
+                let (_, f) = t.take().unwrap();
+                flow.store(f as u8, Ordering::SeqCst);
+            }
+        }
+        if flow.load(Ordering::SeqCst) >= drops_from as u8 {
+            continue;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
     }
 }
