@@ -498,6 +498,54 @@ async fn pools_keep_min_idle_connections_open() {
     assert_eq!(one, 1);
 }
 
+/// A user's places go to its waiting leases in the order they started waiting, whatever
+/// their connection class: a classic client (another class) is served while two clients of
+/// the first class keep the user's one place busy, instead of waiting until it times out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_classes_of_one_user_share_its_places_fairly() {
+    let p = start(config(|c| {
+        c.backends.truncate(1);
+        c.pool.max_per_user = 1;
+        c.pool.min_idle = 0;
+        c.pool.lease_timeout_ms = 1500;
+    }))
+    .await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut busy = Vec::new();
+    for _ in 0..2 {
+        let mut c = connect(&p, "strict").await;
+        let stop = stop.clone();
+        busy.push(tokio::spawn(async move {
+            let until = std::time::Instant::now() + std::time::Duration::from_secs(8);
+            let mut n = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                && std::time::Instant::now() < until
+            {
+                for q in ["BEGIN", "DO SLEEP(0.005)", "COMMIT"] {
+                    c.query_drop(q).await.unwrap();
+                }
+                n += 1;
+            }
+            n
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let mut classic = raw::connect(p.listen.port(), "strict", "strict", raw::classic_caps())
+        .await
+        .expect("the classic client logs in");
+    let reply = classic.query_classic("SELECT 42").await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert_ne!(
+        reply[0][0],
+        0xff,
+        "the classic client got an error: {:?}",
+        String::from_utf8_lossy(&reply[0])
+    );
+    for b in busy {
+        assert!(b.await.unwrap() > 0, "the first class ran too");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_lets_transactions_finish_then_closes() {
     let p = start_default().await;

@@ -133,14 +133,31 @@ pub struct NodePools {
     address: String,
     base: ConnectParams,
     limits: SharedLimits,
-    /// Each configured user: password and the slots all its pools share (max_per_user).
-    users: RwLock<HashMap<String, (String, Arc<Semaphore>)>>,
+    /// Each configured user: password and the places all its pools share.
+    users: RwLock<HashMap<String, (String, Places)>>,
     /// By (user, connection class): the class is fixed at connect, so each is its own
     /// pool. Created on first use.
     pools: RwLock<HashMap<(String, ConnClass), Arc<UserPool>>>,
     backend_slots: Arc<Semaphore>,
     /// Requests running on this backend now (least-outstanding balancing).
     pub outstanding: Arc<AtomicUsize>,
+}
+
+/// A user's places on one backend (max_per_user), shared by its pools of every class.
+#[derive(Clone)]
+struct Places {
+    slots: Arc<Semaphore>,
+    /// Leases of the user waiting for a place, of every class.
+    waiting: Arc<AtomicUsize>,
+}
+
+impl Places {
+    fn new(max_per_user: usize) -> Self {
+        Places {
+            slots: Arc::new(Semaphore::new(max_per_user)),
+            waiting: Arc::new(AtomicUsize::new(0)),
+        }
+    }
 }
 
 pub struct UserPool {
@@ -150,6 +167,10 @@ pub struct UserPool {
     limits: SharedLimits,
     idle: Mutex<VecDeque<Pooled>>,
     slots: Arc<Semaphore>,
+    /// The user's waiting leases, of every class ([`Places::waiting`]).
+    user_waiting: Arc<AtomicUsize>,
+    /// This pool's own waiting leases.
+    waiting: AtomicUsize,
     released: Notify,
     /// Bumped when the server's global defaults changed: connections opened before carry
     /// stale session values and are closed instead of lent again.
@@ -260,10 +281,7 @@ impl NodePools {
         let now = limits.load();
         let users = users
             .iter()
-            .map(|(u, pw)| {
-                let slots = Arc::new(Semaphore::new(now.max_per_user));
-                (u.clone(), (pw.clone(), slots))
-            })
+            .map(|(u, pw)| (u.clone(), (pw.clone(), Places::new(now.max_per_user))))
             .collect();
         NodePools {
             name: name.to_string(),
@@ -292,8 +310,8 @@ impl NodePools {
             if map.contains_key(u) {
                 gone.push(u.clone());
             }
-            let slots = Arc::new(Semaphore::new(self.limits.load().max_per_user));
-            map.insert(u.clone(), (pw.clone(), slots));
+            let places = Places::new(self.limits.load().max_per_user);
+            map.insert(u.clone(), (pw.clone(), places));
         }
         drop(map);
         let mut pools = self.pools.write();
@@ -319,7 +337,7 @@ impl NodePools {
         if let Some(p) = self.pools.read().get(&(user.to_string(), class)) {
             return Some(p.clone());
         }
-        let (password, slots) = self.users.read().get(user).cloned()?;
+        let (password, places) = self.users.read().get(user).cloned()?;
         let mut pools = self.pools.write();
         let pool = pools.entry((user.to_string(), class)).or_insert_with(|| {
             Arc::new(UserPool {
@@ -334,7 +352,9 @@ impl NodePools {
                 },
                 limits: self.limits.clone(),
                 idle: Mutex::new(VecDeque::new()),
-                slots: slots.clone(),
+                slots: places.slots.clone(),
+                user_waiting: places.waiting.clone(),
+                waiting: AtomicUsize::new(0),
                 released: Notify::new(),
                 generation: AtomicU64::new(0),
                 stats: PoolStats::default(),
@@ -373,38 +393,57 @@ impl NodePools {
         let pool = self
             .pool(user, class)
             .ok_or_else(|| PoolError::UnknownUser(user.to_string()))?;
+        let pooled = self.find_or_wait(&pool, timeout, fits, overflow).await?;
+        Ok(self.make_lease(pool, pooled))
+    }
+
+    /// An idle connection that fits, else a new one in a free place, else the first place
+    /// freed (or an idle connection released) within `timeout`.
+    async fn find_or_wait(
+        &self,
+        pool: &UserPool,
+        timeout: Duration,
+        fits: &(dyn Fn(&BackendConn) -> bool + Sync),
+        overflow: bool,
+    ) -> Result<Pooled, PoolError> {
         let deadline = tokio::time::Instant::now() + timeout;
-        let mut waited = false;
-        let pooled = loop {
+        let mut waiting: Option<Waiting> = None;
+        // one place in the user's queue for the whole wait, whatever wakes it meanwhile:
+        // places freed go to the user's leases in the order they started waiting
+        let slots = self.wait_slots(pool);
+        tokio::pin!(slots);
+        loop {
             if let Some(p) = pool.pop_idle(fits) {
-                break p;
+                return Ok(p);
             }
-            if let Some((u, b)) = self.try_slots(&pool) {
-                break pool.open((Some(u), b)).await?;
+            if let Some((u, b)) = self.try_slots(pool) {
+                drop(waiting);
+                return pool.open((Some(u), b)).await;
             }
-            if let Some(b) = overflow.then(|| self.try_backend_slot(&pool)).flatten() {
-                break pool.open((None, b)).await?;
+            if let Some(b) = overflow.then(|| self.try_backend_slot(pool)).flatten() {
+                drop(waiting);
+                return pool.open((None, b)).await;
             }
             if pool.discard_unfit(fits) {
                 continue;
             }
             let notified = pool.released.notified();
-            if !std::mem::replace(&mut waited, true) {
-                pool.stats.waits.fetch_add(1, Ordering::Relaxed);
-            }
+            waiting.get_or_insert_with(|| Waiting::new(pool));
             tokio::select! {
                 _ = notified => continue,
                 // another class's pool of this user may hold places with idle connections
                 // (its releases notify only its own waiters): look again, and evict one
-                _ = tokio::time::sleep(RECHECK), if self.other_class(&pool) => continue,
-                (u, b) = self.wait_slots(&pool) => break pool.open((Some(u), b)).await?,
+                _ = tokio::time::sleep(RECHECK), if self.other_class(pool) => continue,
+                (u, b) = &mut slots => {
+                    drop(waiting);
+                    return pool.open((Some(u), b)).await;
+                }
                 _ = tokio::time::sleep_until(deadline) => {
                     pool.stats.timeouts.fetch_add(1, Ordering::Relaxed);
                     return Err(PoolError::Timeout(timeout));
                 }
             }
-        };
-        Ok(self.make_lease(pool, pooled))
+        }
     }
 
     fn make_lease(&self, pool: Arc<UserPool>, mut pooled: Pooled) -> Lease {
@@ -583,8 +622,8 @@ impl NodePools {
             old.max_per_backend,
             new.max_per_backend,
         );
-        for (_, slots) in self.users.read().values() {
-            owed += resize(slots, old.max_per_user, new.max_per_user);
+        for (_, places) in self.users.read().values() {
+            owed += resize(&places.slots, old.max_per_user, new.max_per_user);
         }
         if owed > 0 {
             // idle connections hold places the smaller limits take back
@@ -651,6 +690,11 @@ impl UserPool {
             user_place: u,
             _backend: b,
         })
+    }
+
+    /// Whether leases of the user's other classes wait for a place.
+    fn others_waiting(&self) -> bool {
+        self.user_waiting.load(Ordering::Relaxed) > self.waiting.load(Ordering::Relaxed)
     }
 
     fn discard(&self, p: Pooled, why: Closed) {
@@ -728,10 +772,34 @@ impl Lease {
                     Err(_) => return self.pool.discard(p, Closed::Evicted),
                 }
             }
+            if self.pool.others_waiting() {
+                // a lease of another class waits for the user's place: it goes to whoever
+                // waited first, of any class (this connection cannot serve the other class)
+                return self.pool.discard(p, Closed::Evicted);
+            }
             p.conn.idle_since = Instant::now();
             self.pool.idle.lock().push_back(p);
             self.pool.released.notify_one();
         }
+    }
+}
+
+/// A lease waiting for a place, counted in its pool and its user's places while it waits.
+struct Waiting<'a>(&'a UserPool);
+
+impl<'a> Waiting<'a> {
+    fn new(pool: &'a UserPool) -> Self {
+        pool.stats.waits.fetch_add(1, Ordering::Relaxed);
+        pool.waiting.fetch_add(1, Ordering::Relaxed);
+        pool.user_waiting.fetch_add(1, Ordering::Relaxed);
+        Waiting(pool)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::Relaxed);
+        self.0.user_waiting.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
