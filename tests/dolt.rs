@@ -14,6 +14,15 @@ use switchyard::config::{BackendKind, Role};
 
 /// A proxy over two stand-ins with roles left to the probes.
 async fn proxy(a: &Dolt, b: &Dolt, hold_ms: u64) -> switchyard::app::Running {
+    proxy_with(a, b, hold_ms, |_| {}).await
+}
+
+async fn proxy_with(
+    a: &Dolt,
+    b: &Dolt,
+    hold_ms: u64,
+    tweak: impl FnOnce(&mut switchyard::config::Config),
+) -> switchyard::app::Running {
     let (aa, ba) = (a.port, b.port);
     let cfg = config(|c| {
         c.backends.truncate(2);
@@ -26,6 +35,7 @@ async fn proxy(a: &Dolt, b: &Dolt, hold_ms: u64) -> switchyard::app::Running {
         c.topology.write_hold_ms = hold_ms;
         c.health.fast_interval_ms = 5;
         c.server.server_version = "8.0.33-dolt".into();
+        tweak(c);
     });
     start(cfg).await
 }
@@ -82,9 +92,18 @@ async fn the_probe_reads_dolt_roles_and_the_higher_epoch_wins() {
     );
     assert_eq!(obs.holding.load(std::sync::atomic::Ordering::Relaxed), 0);
     // a primary again, while a write waits for it: served, and the time without one seen
+    // (a hold long enough for a loaded machine; the wait is for the write to be held)
+    let mut l = (**p.shared.limits.load()).clone();
+    l.write_hold = Duration::from_secs(10);
+    p.shared.limits.store(std::sync::Arc::new(l));
     let writer =
         tokio::spawn(async move { c.query_drop("INSERT INTO t VALUES (4)").await.map(|_| c) });
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    for _ in 0..500 {
+        if obs.holding.load(std::sync::atomic::Ordering::Relaxed) == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert_eq!(obs.holding.load(std::sync::atomic::Ordering::Relaxed), 1);
     b.set_role_quietly("primary", 3);
     writer
@@ -109,7 +128,9 @@ async fn the_probe_reads_dolt_roles_and_the_higher_epoch_wins() {
 async fn a_write_refused_as_read_only_runs_on_the_true_primary() {
     let a = Dolt::start("primary", 1).await;
     let b = Dolt::start("standby", 1).await;
-    let p = proxy(&a, &b, 5000).await;
+    // no periodic probe may see the roles move before the write does (the first probe at
+    // start and those a refusal asks for still run)
+    let p = proxy_with(&a, &b, 5000, |c| c.health.interval_ms = 60_000).await;
     wait_topology(&p, "n1 primary", |_| primary_is(&p, "n1")).await;
     let mut c = connect(&p, "app").await;
     c.query_drop("INSERT INTO t VALUES (1)").await.unwrap();
@@ -174,8 +195,7 @@ async fn killed_connections_on_a_role_change_are_replaced_unseen() {
     }
     let before = a.connections.load(std::sync::atomic::Ordering::Relaxed);
     // Dolt kills every connection on a role change; the role stays, the pool must recover
-    a.set_role("primary", 1);
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    a.set_role_and_settle("primary", 1).await;
     for i in 5..10 {
         c.query_drop(format!("INSERT INTO t VALUES ({i})"))
             .await
@@ -187,10 +207,9 @@ async fn killed_connections_on_a_role_change_are_replaced_unseen() {
         "new connections replaced the killed ones"
     );
     // a real failover: the old primary steps down, the new one up, both kill their connections
-    a.set_role("standby", 2);
-    b.set_role("primary", 2);
     // (a write racing the kill itself, before its FIN arrives, is not retried: it may have run)
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    a.set_role_and_settle("standby", 2).await;
+    b.set_role_and_settle("primary", 2).await;
     c.query_drop("INSERT INTO t VALUES (99)")
         .await
         .expect("held, then run on the new primary");
@@ -199,9 +218,8 @@ async fn killed_connections_on_a_role_change_are_replaced_unseen() {
     // on the new primary (its write again: the killed one was rolled back), then goes on
     c.query_drop("BEGIN").await.unwrap();
     c.query_drop("INSERT INTO t VALUES (100)").await.unwrap();
-    b.set_role("standby", 3);
-    a.set_role("primary", 3);
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    b.set_role_and_settle("standby", 3).await;
+    a.set_role_and_settle("primary", 3).await;
     let a_before = a.writes.load(std::sync::atomic::Ordering::Relaxed);
     c.query_drop("INSERT INTO t VALUES (101)")
         .await
@@ -258,6 +276,10 @@ async fn without_gtids_a_write_keeps_the_sessions_next_statements_on_the_primary
         primary_is(&p, "n1") && s.standby(None, 0).is_some()
     })
     .await;
+    // a window no stall on a loaded machine outlasts
+    let mut l = (**p.shared.limits.load()).clone();
+    l.read_your_writes = Some(Duration::from_secs(60));
+    p.shared.limits.store(std::sync::Arc::new(l));
     let mut c = connect(&p, "app").await;
     let stats = &p.shared.stats;
     let standby0 = stats.standby_reads.load(Relaxed);

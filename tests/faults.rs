@@ -313,20 +313,26 @@ async fn an_optimistic_transaction_whose_reads_changed_fails_with_a_retryable_de
     // the standby falls behind: what the transaction reads there is stale
     replica_sql_thread(STANDBYS[0], false).await;
     let mut other = direct(PRIMARY).await;
-    other
-        .query_drop(format!("UPDATE {t} SET v = 2 WHERE id = 1"))
-        .await
-        .unwrap();
-    c.query_drop("BEGIN").await.unwrap();
-    let v: u32 = c
-        .query_first(format!("SELECT v FROM {t} WHERE id = 1"))
-        .await
-        .unwrap()
-        .unwrap();
-    let r = c
-        .query_drop(format!("UPDATE {t} SET v = {} WHERE id = 1", v + 10))
-        .await;
-    replica_sql_thread(STANDBYS[0], true).await;
+    let (v, r) = with_cleanup(
+        async {
+            other
+                .query_drop(format!("UPDATE {t} SET v = 2 WHERE id = 1"))
+                .await
+                .unwrap();
+            c.query_drop("BEGIN").await.unwrap();
+            let v: u32 = c
+                .query_first(format!("SELECT v FROM {t} WHERE id = 1"))
+                .await
+                .unwrap()
+                .unwrap();
+            let r = c
+                .query_drop(format!("UPDATE {t} SET v = {} WHERE id = 1", v + 10))
+                .await;
+            (v, r)
+        },
+        replica_sql_thread(STANDBYS[0], true),
+    )
+    .await;
     assert_eq!(v, 1, "the stale read came from the standby");
     let e = r.unwrap_err();
     assert_eq!(code(&e), Some(1213), "{e}");
@@ -362,22 +368,28 @@ async fn a_standby_whose_replication_stops_leaves_the_read_rotation_until_it_cat
     };
     wait_topology(&p, "n2 replicating", lag_ok("n2")).await;
     replica_sql_thread(STANDBYS[0], false).await;
-    wait_topology(&p, "n2 out of the rotation", |s| {
-        s.entries.iter().any(|e| e.key == "n2" && !e.lag_ok)
-    })
+    let (ids, n3) = with_cleanup(
+        async {
+            wait_topology(&p, "n2 out of the rotation", |s| {
+                s.entries.iter().any(|e| e.key == "n2" && !e.lag_ok)
+            })
+            .await;
+            let n3 = server_id_of(STANDBYS[1]).await;
+            let mut c = connect(&p, "strict").await;
+            let mut ids = Vec::new();
+            for _ in 0..6 {
+                ids.push(
+                    c.query_first::<u32, _>("SELECT @@server_id")
+                        .await
+                        .unwrap()
+                        .unwrap(),
+                );
+            }
+            (ids, n3)
+        },
+        replica_sql_thread(STANDBYS[0], true),
+    )
     .await;
-    let n3 = server_id_of(STANDBYS[1]).await;
-    let mut c = connect(&p, "strict").await;
-    let mut ids = Vec::new();
-    for _ in 0..6 {
-        ids.push(
-            c.query_first::<u32, _>("SELECT @@server_id")
-                .await
-                .unwrap()
-                .unwrap(),
-        );
-    }
-    replica_sql_thread(STANDBYS[0], true).await;
     assert!(
         ids.iter().all(|i| *i == n3),
         "reads avoided the stopped replica: {ids:?}"
@@ -568,7 +580,7 @@ async fn a_replay_leases_over_the_users_limit_rather_than_wait() {
         c.backends[0].port = port;
         c.pool.max_per_user = 1;
         c.pool.min_idle = 0;
-        c.pool.lease_timeout_ms = 1500;
+        c.pool.lease_timeout_ms = 5000;
     });
     let p = start(cfg).await;
     let t = table("overflow");

@@ -4,15 +4,12 @@
 
 mod common;
 
-use std::future::Future;
-use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use common::raw::{self, Raw};
 use common::*;
-use futures_util::FutureExt;
 use mysql_async::prelude::*;
 use mysql_async::{ChangeUserOpts, Conn, Opts, OptsBuilder};
 use switchyard::app::Running;
@@ -102,13 +99,6 @@ async fn direct_as(host: &str, user: &str) -> Conn {
         .prefer_socket(false)
         .into();
     Conn::new(o).await.expect("direct connect")
-}
-
-/// Runs `body`; then `cleanup` whether or not it panicked; then passes its panic on.
-async fn with_cleanup<T>(body: impl Future<Output = T>, cleanup: impl Future<Output = ()>) -> T {
-    let r = AssertUnwindSafe(body).catch_unwind().await;
-    cleanup.await;
-    r.unwrap_or_else(|e| std::panic::resume_unwind(e))
 }
 
 /// Sets a global variable straight on every server of the cluster.
@@ -1110,7 +1100,7 @@ async fn wait_schema(db: &str) {
         .unwrap();
     for host in STANDBYS {
         let mut c = direct(host).await;
-        let q = format!("SELECT MASTER_GTID_WAIT('{pos}', 5)");
+        let q = format!("SELECT MASTER_GTID_WAIT('{pos}', 30)");
         let r: Option<i32> = c.query_first(q.as_str()).await.unwrap();
         assert_eq!(r, Some(0), "{db}: {host} did not apply {pos}");
     }

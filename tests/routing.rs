@@ -26,6 +26,8 @@ async fn plain_reads_go_to_standbys_and_writes_to_the_primary() {
     c.query_drop(format!("INSERT INTO {t} (v) VALUES (1)"))
         .await
         .expect("write as strict reached the primary");
+    // applied on both standbys: the read after COMMIT need not fall back to the primary
+    wait_rows(&t, 1).await;
     c.query_drop("BEGIN").await.unwrap();
     let s: u32 = c.query_first("SELECT @@server_id").await.unwrap().unwrap();
     assert_eq!(s, pid, "a read inside a transaction left the primary");
@@ -366,18 +368,10 @@ async fn a_backend_drained_through_the_admin_port_gets_no_new_leases() {
     assert!(post("/backends/nope/drain".into())
         .await
         .starts_with("HTTP/1.1 404"));
-    for _ in 0..100 {
-        if p.shared
-            .topology
-            .snapshot()
-            .entries
-            .iter()
-            .any(|e| e.key == "n2" && e.drained)
-        {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    wait_topology(&p, "n2 drained", |s| {
+        s.entries.iter().any(|e| e.key == "n2" && e.drained)
+    })
+    .await;
     let mut c = connect(&p, "strict").await;
     for _ in 0..8 {
         let s: u32 = c.query_first("SELECT @@server_id").await.unwrap().unwrap();
@@ -431,14 +425,29 @@ async fn the_admin_port_lists_sessions() {
         .await
         .unwrap()
         .unwrap();
-    let v = get().await;
-    let me = v["sessions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["id"] == id)
-        .unwrap_or_else(|| panic!("session {id} not listed: {v}"))
-        .clone();
+    // the view is updated just after the reply is sent: look until it shows the state
+    let me_in = |state: &'static str| {
+        let get = &get;
+        async move {
+            let mut me = serde_json::Value::Null;
+            for _ in 0..200 {
+                let v = get().await;
+                me = v["sessions"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|s| s["id"] == id)
+                    .unwrap_or_else(|| panic!("session {id} not listed: {v}"))
+                    .clone();
+                if me["state"] == state {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            me
+        }
+    };
+    let me = me_in("in transaction").await;
     assert_eq!(me["user"], "strict");
     assert_eq!(me["client"], "127.0.0.1");
     assert_eq!(me["schema"], "sbtest");
@@ -446,14 +455,7 @@ async fn the_admin_port_lists_sessions() {
     assert_eq!(me["backend"], "n1", "{me}");
     assert_eq!(me["backend_thread_id"], backend_thread, "{me}");
     c.query_drop("COMMIT").await.unwrap();
-    let v = get().await;
-    let me = v["sessions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["id"] == id)
-        .unwrap()
-        .clone();
+    let me = me_in("idle").await;
     assert_eq!(
         (me["state"].as_str(), me["backend"].is_null()),
         (Some("idle"), true),
@@ -685,7 +687,7 @@ async fn readiness_goes_first_and_clients_are_served_during_the_shutdown_delay()
         let one: u32 = c.query_first("SELECT 1").await.unwrap().unwrap();
         (not_ready, one)
     };
-    let ((), (not_ready, one)) = tokio::join!(p.drain_after(Duration::from_millis(1500)), during);
+    let ((), (not_ready, one)) = tokio::join!(p.drain_after(Duration::from_millis(3000)), during);
     assert!(not_ready, "readiness turns false at once");
     assert_eq!(one, 1, "a new client is served during the delay");
     // the accept loop notices the end between two accepts: a connection racing it may

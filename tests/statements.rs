@@ -150,17 +150,20 @@ async fn kill_query_maps_proxy_ids_to_the_right_backend_thread() {
         (r, victim)
     });
     // bounded wait until the victim's query runs on a backend
-    for _ in 0..100 {
-        if p.shared
+    let mut running = false;
+    for _ in 0..500 {
+        running = p
+            .shared
             .registry
             .get(id)
             .and_then(|h| *h.running.lock())
-            .is_some()
-        {
+            .is_some();
+        if running {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+    assert!(running, "the victim's SLEEP never started");
     let seen: u32 = killer
         .query_first("SELECT CONNECTION_ID()")
         .await
@@ -312,7 +315,7 @@ async fn client_found_rows_is_honoured_per_client() {
 async fn clients_over_the_limit_get_1040_and_slow_handshakes_are_closed() {
     let p = start(config(|c| {
         c.server.max_client_connections = 2;
-        c.server.handshake_timeout_ms = 300;
+        c.server.handshake_timeout_ms = 2000;
     }))
     .await;
     let port = p.listen.port();

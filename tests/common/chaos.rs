@@ -62,9 +62,22 @@ impl Chaos {
                     server.set_nodelay(true).ok();
                     let (cr, cw) = client.into_split();
                     let (sr, sw) = server.into_split();
+                    // a flow set by a trigger holds for this connection until it is cut,
+                    // whatever the forwarder's flow becomes meanwhile
+                    let own = Arc::new(AtomicU8::new(Flow::Both as u8));
+                    let up = Pump {
+                        flow: f.clone(),
+                        own: own.clone(),
+                        drops_from: Flow::Nothing,
+                    };
+                    let down = Pump {
+                        flow: f,
+                        own,
+                        drops_from: Flow::NoReplies,
+                    };
                     tokio::select! {
-                        _ = pump(cr, sw, f.clone(), Flow::Nothing, Some(tr)) => {}
-                        _ = pump(sr, cw, f, Flow::NoReplies, None) => {}
+                        _ = up.run(cr, sw, Some(tr)) => {}
+                        _ = down.run(sr, cw, None) => {}
                         _ = rx.changed() => {}
                     }
                 });
@@ -113,36 +126,45 @@ impl Chaos {
     }
 }
 
-/// Copies one direction until either side closes, dropping what arrives while the flow is
-/// `drops_from` or less open; a chunk holding the trigger's bytes sets the flow first.
-async fn pump(
-    mut from: OwnedReadHalf,
-    mut to: OwnedWriteHalf,
+/// One direction of a connection: drops what arrives while the forwarder's flow, or the
+/// connection's own, is `drops_from` or less open.
+struct Pump {
     flow: Arc<AtomicU8>,
+    own: Arc<AtomicU8>,
     drops_from: Flow,
-    trigger: Option<Trigger>,
-) {
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        let n = match from.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
-        };
-        if let Some(t) = &trigger {
-            let mut t = t.lock().unwrap();
-            let hit = t
-                .as_ref()
-                .is_some_and(|(b, _)| buf[..n].windows(b.len()).any(|w| w == b.as_slice()));
-            if hit {
-                let (_, f) = t.take().unwrap();
-                flow.store(f as u8, Ordering::SeqCst);
+}
+
+impl Pump {
+    /// Copies until either side closes; a chunk holding the trigger's bytes sets the flow
+    /// (the forwarder's and this connection's) first.
+    async fn run(self, mut from: OwnedReadHalf, mut to: OwnedWriteHalf, trigger: Option<Trigger>) {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = match from.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            if let Some(t) = &trigger {
+                let mut t = t.lock().unwrap();
+                let hit = t
+                    .as_ref()
+                    .is_some_and(|(b, _)| buf[..n].windows(b.len()).any(|w| w == b.as_slice()));
+                if hit {
+                    let (_, f) = t.take().unwrap();
+                    self.own.store(f as u8, Ordering::SeqCst);
+                    self.flow.store(f as u8, Ordering::SeqCst);
+                }
             }
-        }
-        if flow.load(Ordering::SeqCst) >= drops_from as u8 {
-            continue;
-        }
-        if to.write_all(&buf[..n]).await.is_err() {
-            return;
+            let now = self
+                .flow
+                .load(Ordering::SeqCst)
+                .max(self.own.load(Ordering::SeqCst));
+            if now >= self.drops_from as u8 {
+                continue;
+            }
+            if to.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
         }
     }
 }

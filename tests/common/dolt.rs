@@ -27,6 +27,8 @@ pub struct Dolt {
     pub writes: Arc<AtomicU64>,
     /// Connections it accepted.
     pub connections: Arc<AtomicU64>,
+    /// Connections it closed (dropped on a role change, or ended).
+    pub closed: Arc<AtomicU64>,
     /// COM_RESET_CONNECTION commands it got.
     pub resets: Arc<AtomicU64>,
 }
@@ -41,13 +43,15 @@ impl Dolt {
             drops: watch::channel(0).0,
             writes: Arc::new(AtomicU64::new(0)),
             connections: Arc::new(AtomicU64::new(0)),
+            closed: Arc::new(AtomicU64::new(0)),
             resets: Arc::new(AtomicU64::new(0)),
         };
-        let (role, drops, writes, conns, resets) = (
+        let (role, drops, writes, conns, closed, resets) = (
             d.role.clone(),
             d.drops.clone(),
             d.writes.clone(),
             d.connections.clone(),
+            d.closed.clone(),
             d.resets.clone(),
         );
         tokio::spawn(async move {
@@ -63,11 +67,13 @@ impl Dolt {
                 };
                 let mut dropped = drops.subscribe();
                 dropped.borrow_and_update();
+                let closed = closed.clone();
                 tokio::spawn(async move {
                     tokio::select! {
                         _ = c.serve(s) => {}
                         _ = dropped.changed() => {}
                     }
+                    closed.fetch_add(1, Ordering::Relaxed);
                 });
             }
         });
@@ -82,6 +88,21 @@ impl Dolt {
     pub fn set_role(&self, role: &str, epoch: u64) {
         *self.role.lock() = (role.to_string(), epoch);
         self.drops.send_modify(|n| *n += 1);
+    }
+
+    /// [`Dolt::set_role`], then waits (bounded: 2 s) until the connections open before it
+    /// are closed, so that what the proxy sends next meets a closed connection, not one
+    /// racing its close.
+    pub async fn set_role_and_settle(&self, role: &str, epoch: u64) {
+        let closed = self.closed.load(Ordering::Relaxed);
+        let live = self.connections.load(Ordering::Relaxed) - closed;
+        self.set_role(role, epoch);
+        for _ in 0..200 {
+            if self.closed.load(Ordering::Relaxed) >= closed + live {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
     }
 
     /// Changes the role without dropping connections (to test the read-only re-route).

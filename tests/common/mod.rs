@@ -53,6 +53,9 @@ pub fn config(tweak: impl FnOnce(&mut Config)) -> Config {
     cfg.server.listen = "127.0.0.1:0".into();
     cfg.server.admin_listen = "127.0.0.1:0".into();
     cfg.health.interval_ms = 500;
+    // one slow probe on a loaded machine must not take a backend out of the rotation (a
+    // refused or cut connection still fails at once)
+    cfg.health.timeout_ms = 5_000;
     tweak(&mut cfg);
     cfg.validate().unwrap();
     cfg.resolve_secrets().unwrap();
@@ -132,12 +135,12 @@ pub fn table(purpose: &str) -> String {
     format!("t_{purpose}_{}", std::process::id())
 }
 
-/// Waits (bounded) until a table exists on every standby.
+/// Waits (bounded: 30 s, for a loaded machine) until a table exists on every standby.
 pub async fn wait_replicated(table: &str) {
     for host in STANDBYS {
         let mut c = direct(host).await;
         let mut ok = false;
-        for _ in 0..100 {
+        for _ in 0..600 {
             let q = format!("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA='sbtest' AND TABLE_NAME='{table}'");
             if c.query_first::<u32, _>(q).await.unwrap() == Some(1) {
                 ok = true;
@@ -149,13 +152,13 @@ pub async fn wait_replicated(table: &str) {
     }
 }
 
-/// Waits (bounded) until a table has `n` rows on every standby.
+/// Waits (bounded: 30 s) until a table has `n` rows on every standby.
 pub async fn wait_rows(table: &str, n: u32) {
     wait_replicated(table).await;
     for host in STANDBYS {
         let mut c = direct(host).await;
         let mut seen = None;
-        for _ in 0..200 {
+        for _ in 0..1200 {
             seen = c
                 .query_first::<u32, _>(format!("SELECT COUNT(*) FROM {table}"))
                 .await
@@ -210,4 +213,15 @@ pub async fn wait_topology(
 pub fn primary_key(s: &switchyard::topology::Snapshot) -> Option<String> {
     let p = s.primary()?;
     s.node(p.id).map(|e| e.key.clone())
+}
+
+/// Runs `body`; then `cleanup` whether or not it panicked; then passes its panic on.
+pub async fn with_cleanup<T>(
+    body: impl std::future::Future<Output = T>,
+    cleanup: impl std::future::Future<Output = ()>,
+) -> T {
+    use futures_util::FutureExt;
+    let r = std::panic::AssertUnwindSafe(body).catch_unwind().await;
+    cleanup.await;
+    r.unwrap_or_else(|e| std::panic::resume_unwind(e))
 }
