@@ -88,7 +88,6 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         crate::discovery::kubernetes::spawn(cfg.discovery.clone(), topo.sender());
     }
     spawn_reaper(topo.clone(), pools.clone());
-    spawn_pool_keeper(topo.clone(), pools.clone());
     let profile = server_profile(&cfg, &users, &base, &topo).await;
     let shared = Arc::new(Shared {
         topology: topo,
@@ -108,6 +107,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         replaying: Default::default(),
         instance: instance_id(),
     });
+    spawn_pool_keeper(shared.clone());
     let (tx, rx) = watch::channel(false);
     let listener = bind(&cfg.server.listen).await?;
     let admin = bind(&cfg.server.admin_listen).await?;
@@ -370,8 +370,10 @@ fn spawn_reaper(topo: Arc<Topology>, pools: Arc<Pools>) {
 
 /// Pools follow the topology's snapshots: a backend that stops being primary or healthy
 /// has its idle connections closed (Dolt kills them on a role change; a demoted primary's
-/// are not reused), one that leaves the topology has its pools retired.
-fn spawn_pool_keeper(topo: Arc<Topology>, pools: Arc<Pools>) {
+/// are not reused), one that leaves the topology has its pools retired. Sessions waiting
+/// on the reply of a backend that left health or the topology give up on it.
+fn spawn_pool_keeper(shared: Arc<Shared>) {
+    let (topo, pools) = (shared.topology.clone(), shared.pools.clone());
     tokio::spawn(async move {
         let mut seen: HashMap<usize, (Option<Role>, bool)> = HashMap::new();
         loop {
@@ -383,11 +385,17 @@ fn spawn_pool_keeper(topo: Arc<Topology>, pools: Arc<Pools>) {
                 .collect();
             for (id, (role, healthy)) in &seen {
                 match now.get(id) {
-                    None => pools.retire(*id),
+                    None => {
+                        pools.retire(*id);
+                        shared.registry.give_up_on(*id);
+                    }
                     Some((r, h)) => {
                         let demoted = *role == Some(Role::Primary) && *r != Some(Role::Primary);
                         if demoted || (*healthy && !h) {
                             pools.drain(*id);
+                        }
+                        if *healthy && !h {
+                            shared.registry.give_up_on(*id);
                         }
                     }
                 }

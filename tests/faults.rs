@@ -782,3 +782,66 @@ async fn a_commit_lost_in_flight_without_a_marker_is_2013_and_closes() {
     );
     d.query_drop(format!("DROP TABLE {t}")).await.unwrap();
 }
+
+/// A standby that stops answering without closing anything (a frozen server, SIGSTOP):
+/// a read waiting on it, a connect checking its schema there and a read that would wait
+/// for the session's write there are given up once the probes take it out of health, and
+/// run elsewhere; nothing fails. It comes back when it answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_standby_costs_a_pause_not_a_failed_read() {
+    let chaos = Chaos::start("127.0.0.12:3306").await;
+    let (h, port) = chaos
+        .address()
+        .split_once(':')
+        .map(|(h, p)| (h.to_string(), p.parse().unwrap()))
+        .unwrap();
+    let cfg = config(|c| {
+        c.backends.truncate(2);
+        c.backends[1].host = h;
+        c.backends[1].port = port;
+        c.backends[1].role = Role::Standby;
+        c.health.interval_ms = 100;
+        c.health.timeout_ms = 500;
+    });
+    let p = start(cfg).await;
+    let pid = primary_id().await;
+    let sid = server_id_of(STANDBYS[0]).await;
+    let mut c = connect(&p, "strict").await;
+    let id: u32 = c.query_first("SELECT @@server_id").await.unwrap().unwrap();
+    assert_eq!(id, sid, "reads go to the standby while it answers");
+    chaos.flow(Flow::Nothing);
+    let bounded = Duration::from_secs(20);
+    let id = tokio::time::timeout(bounded, c.query_first::<u32, _>("SELECT @@server_id"))
+        .await
+        .expect("the read was given up on the frozen standby")
+        .expect("and run elsewhere")
+        .unwrap();
+    assert_eq!(id, pid, "run on the primary, the only one left");
+    assert!(
+        stat(&p, |s| s
+            .read_retries
+            .load(std::sync::atomic::Ordering::Relaxed))
+            >= 1
+    );
+    // while frozen: new clients (their schema checked at connect) are served
+    let mut d = tokio::time::timeout(bounded, connect(&p, "strict"))
+        .await
+        .expect("a client connects while the standby is frozen");
+    let one: u32 = d.query_first("SELECT 1").await.unwrap().unwrap();
+    assert_eq!(one, 1);
+    chaos.flow(Flow::Both);
+    wait_topology(&p, "the standby back in health", |s| {
+        s.entries.iter().any(|e| e.key == "n2" && e.healthy)
+    })
+    .await;
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(
+            c.query_first::<u32, _>("SELECT @@server_id")
+                .await
+                .unwrap()
+                .unwrap(),
+        );
+    }
+    assert!(ids.contains(&sid), "back in the read rotation: {ids:?}");
+}

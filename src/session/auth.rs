@@ -159,7 +159,13 @@ async fn check_schema(
     }
     let mut p = vec![crate::protocol::command::COM_INIT_DB];
     p.extend_from_slice(db.as_bytes());
-    match conn.simple(&p).await {
+    // a server that stops answering (frozen) is given up once the probes notice
+    let asked = tokio::select! {
+        biased;
+        r = conn.simple(&p) => r,
+        () = shared.topology.failed(node.id) => return Ok(()),
+    };
+    match asked {
         Ok(_) => {
             conn.state.schema = Some(db.to_string());
             lease.release();

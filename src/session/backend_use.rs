@@ -52,35 +52,68 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         !w.is_zero() && self.last_write.is_some_and(|t| t.elapsed() < w)
     }
 
-    /// Whether a standby connection has applied the session's last write, waiting for it
-    /// up to the causal timeout; remembered per standby until the next write.
-    async fn causal_ready(&mut self, lease: &mut Lease, node: usize) -> Result<bool, BackendError> {
+    /// Whether a standby lease must first wait for the session's last write
+    /// (read-your-writes): a write it has not been seen to apply yet.
+    fn causal_needed(&mut self, node: usize) -> bool {
         if self.shared.limits.load().read_your_writes.is_none() {
-            return Ok(true);
+            return false;
         }
         if self.shared.limits.load().causal_global {
             self.follow_global_gtid();
         }
-        let Some(c) = self.causal.as_ref().filter(|c| !c.applied.contains(&node)) else {
+        let needed = self
+            .causal
+            .as_ref()
+            .is_some_and(|c| !c.applied.contains(&node));
+        if needed {
+            let st = &self.shared.stats;
+            st.causal_waits.fetch_add(1, Ordering::Relaxed);
+        }
+        needed
+    }
+
+    /// Whether a standby connection applies the session's last write within the causal
+    /// timeout.
+    async fn causal_applied(&self, lease: &mut Lease) -> Result<bool, BackendError> {
+        let Some(c) = self.causal.as_ref() else {
             return Ok(true);
         };
-        self.shared
-            .stats
-            .causal_waits
-            .fetch_add(1, Ordering::Relaxed);
         let timeout = self.shared.limits.load().causal_timeout;
-        let applied = lease.conn().wait_gtid(&c.gtid, timeout).await?;
-        if applied {
-            if let Some(c) = self.causal.as_mut() {
-                c.applied.push(node);
+        lease.conn().wait_gtid(&c.gtid, timeout).await
+    }
+
+    /// Remembers (until the next write) a standby that applied the session's last write.
+    fn note_causal(&mut self, node: usize, applied: bool) {
+        match (applied, self.causal.as_mut()) {
+            (true, Some(c)) => c.applied.push(node),
+            (true, None) => {}
+            (false, _) => {
+                let st = &self.shared.stats;
+                st.causal_fallbacks.fetch_add(1, Ordering::Relaxed);
             }
-        } else {
-            self.shared
-                .stats
-                .causal_fallbacks
-                .fetch_add(1, Ordering::Relaxed);
         }
-        Ok(applied)
+    }
+
+    /// `work` on a standby's connection, given up if the standby leaves health meanwhile
+    /// (a frozen server never answers; the probes notice).
+    async fn unless_failed<T>(
+        &self,
+        node: usize,
+        standby: bool,
+        work: impl std::future::Future<Output = Result<T, BackendError>>,
+    ) -> Result<T, BackendError> {
+        if !standby {
+            return work.await;
+        }
+        let r = tokio::select! {
+            biased;
+            r = work => r,
+            () = self.handle.stalled_on(&self.shared.topology, node) => {
+                Err(BackendError::Io(stopped_answering()))
+            }
+        };
+        self.handle.done_waiting();
+        r
     }
 
     /// In global mode the write to wait for is the last any session made.
@@ -272,13 +305,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     ) -> Result<Option<Lease>, ClientError> {
         for attempt in 0..2 {
             let mut lease = self.lease_on(node).await?;
-            let ready = if standby {
-                self.causal_ready(&mut lease, node.id).await
+            let ready = if standby && self.causal_needed(node.id) {
+                let wait = self.causal_applied(&mut lease);
+                let r = self.unless_failed(node.id, true, wait).await;
+                if let Ok(applied) = r {
+                    self.note_causal(node.id, applied);
+                }
+                r
             } else {
                 Ok(true)
             };
             let synced = match ready {
-                Ok(true) => lease.conn().sync(&self.want).await,
+                Ok(true) => {
+                    let sync = lease.conn().sync(&self.want);
+                    self.unless_failed(node.id, standby, sync).await
+                }
                 // the wait itself refused (a server without it): the primary has the write
                 Ok(false) | Err(BackendError::Server(_)) => {
                     lease.release();
@@ -376,9 +417,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         };
         *self.handle.running.lock() = Some(running);
         let hold = u.from_held && self.deadlock_replayable();
+        // a standby read waits for its first reply byte only while the standby is healthy
+        // (a frozen server never answers; another standby runs the read)
+        let watch = u.standby && !u.from_held && !self.in_transaction();
+        let (topology, handle, node) = (&self.shared.topology, &self.handle, u.node);
+        let give_up = async move {
+            match watch {
+                true => handle.stalled_on(topology, node).await,
+                false => std::future::pending().await,
+            }
+        };
         let conn = u.lease.conn();
+        let first = (payload, give_up);
         let (result, out_seq) =
-            relay_on(conn, &mut self.io, payload, (kind, enc, seq), digest, hold).await;
+            relay_giving_up(conn, &mut self.io, first, (kind, enc, seq), digest, hold).await;
+        self.handle.done_waiting();
         *self.handle.running.lock() = None;
         if let Some(st) = result.as_ref().ok().and_then(|s| s.status) {
             u.lease.conn().status = st; // the pool checks it before taking the connection back
@@ -533,16 +586,48 @@ pub(super) async fn relay_on<C: AsyncRead + AsyncWrite + Unpin>(
     digest: Option<&mut DefaultHasher>,
     hold_deadlock: bool,
 ) -> (Result<Summary, RelayError>, u8) {
+    let give_up = std::future::pending();
+    let first = (payload, give_up);
+    relay_giving_up(
+        conn,
+        client,
+        first,
+        (kind, enc, reply_seq),
+        digest,
+        hold_deadlock,
+    )
+    .await
+}
+
+/// [`relay_on`], giving up (before any byte reached the client) if `give_up` resolves
+/// before the first byte of the reply arrives.
+pub(super) async fn relay_giving_up<C: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut crate::backend::BackendConn,
+    client: &mut crate::protocol::packet::PacketStream<C>,
+    (payload, give_up): (&[u8], impl std::future::Future<Output = ()>),
+    (kind, enc, reply_seq): (ResponseKind, Encoding, u8),
+    digest: Option<&mut DefaultHasher>,
+    hold_deadlock: bool,
+) -> (Result<Summary, RelayError>, u8) {
+    let unsent = |err| {
+        let e = RelayError::Backend {
+            err,
+            client_touched: false,
+            mid_packet: false,
+        };
+        (Err(e), reply_seq)
+    };
     conn.queue_command(payload);
     if let Err(err) = conn.io.flush().await {
-        return (
-            Err(RelayError::Backend {
-                err,
-                client_touched: false,
-                mid_packet: false,
-            }),
-            reply_seq,
-        );
+        return unsent(err);
+    }
+    let first = tokio::select! {
+        biased;
+        r = conn.io.fill(1) => r,
+        () = give_up => Err(stopped_answering()),
+    };
+    if let Err(err) = first {
+        return unsent(err);
     }
     let mut relay = Relay {
         backend: &mut conn.io,
@@ -556,4 +641,12 @@ pub(super) async fn relay_on<C: AsyncRead + AsyncWrite + Unpin>(
     let mut scanner = Scanner::new(kind, enc);
     let result = relay.run(&mut scanner).await;
     (result, relay.out_seq)
+}
+
+/// A backend waited on that the probes took out of health meanwhile.
+fn stopped_answering() -> ProtoError {
+    ProtoError::Io(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        "the backend stopped answering (out of health)",
+    ))
 }

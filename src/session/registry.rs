@@ -2,7 +2,7 @@
 //! runs a session's command now) and what /status shows.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -57,6 +57,32 @@ pub struct Handle {
     pub view: Mutex<View>,
     /// Notified to close the session (KILL CONNECTION).
     pub close: Notify,
+    /// The backend (id + 1; 0: none) whose reply the session waits for and may give up
+    /// on: a standby read's (see [`Handle::stalled_on`]).
+    waiting_on: AtomicUsize,
+    /// Wakes the waiter when that backend leaves health.
+    stalled: Notify,
+}
+
+impl Handle {
+    /// Resolves once backend `node` is out of health while the session waits on it (or
+    /// already is); till then the session is listed as waiting on it.
+    pub async fn stalled_on(&self, topology: &crate::topology::Topology, node: usize) {
+        let woken = self.stalled.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        // SeqCst: a sweep that misses this store comes after the snapshot checked below
+        self.waiting_on.store(node + 1, Ordering::SeqCst);
+        if topology.snapshot().node(node).is_none_or(|e| !e.healthy) {
+            return;
+        }
+        woken.await
+    }
+
+    /// The session no longer waits on a backend's reply.
+    pub fn done_waiting(&self) {
+        self.waiting_on.store(0, Ordering::Relaxed);
+    }
 }
 
 #[derive(Default)]
@@ -82,9 +108,20 @@ impl Registry {
             running: Mutex::new(None),
             view: Mutex::new(View::default()),
             close: Notify::new(),
+            waiting_on: AtomicUsize::new(0),
+            stalled: Notify::new(),
         });
         self.map.lock().insert(id, h.clone());
         h
+    }
+
+    /// Backend `id` left health (or the topology): sessions waiting on its reply give up.
+    pub fn give_up_on(&self, id: usize) {
+        for h in self.map.lock().values() {
+            if h.waiting_on.load(Ordering::SeqCst) == id + 1 {
+                h.stalled.notify_waiters();
+            }
+        }
     }
 
     pub fn remove(&self, id: u32) {

@@ -317,6 +317,20 @@ impl Topology {
         let _ = tokio::time::timeout_at(deadline, rx.wait_for(|v| *v > seen)).await;
     }
 
+    /// Resolves once a published snapshot has node `id` out of health (or gone): what a
+    /// statement waiting on that node's reply gives up on.
+    pub async fn failed(&self, id: usize) {
+        let mut rx = self.version.subscribe();
+        loop {
+            if self.snapshot().node(id).is_none_or(|e| !e.healthy) {
+                return;
+            }
+            if rx.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        }
+    }
+
     pub(crate) fn current(&self) -> Arc<Snapshot> {
         self.current.load_full()
     }
