@@ -47,18 +47,50 @@ pub struct PacketStream<S> {
     pub wbuf: Vec<u8>,
     pub max_payload: usize,
     pub exact: bool,
+    /// What a read makes room for at least.
+    chunk: usize,
 }
 
 const READ_CHUNK: usize = 64 * 1024;
 
+/// A client's buffers between commands: commands are small, and an idle client should
+/// cost little memory (a large result or command grows them for a while, see
+/// [`PacketStream::trim`]).
+const CLIENT_CHUNK: usize = 1024;
+
+/// Buffers grown past this are given back once the stream is idle.
+const TRIM_ABOVE: usize = 64 * 1024;
+
 impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
+    /// A stream that reads in large chunks (backends: result sets).
     pub fn new(stream: S, max_payload: usize) -> Self {
+        Self::with_chunk(stream, max_payload, READ_CHUNK, 16 * 1024)
+    }
+
+    /// A client's stream: small buffers to start with.
+    pub fn client(stream: S, max_payload: usize) -> Self {
+        Self::with_chunk(stream, max_payload, CLIENT_CHUNK, CLIENT_CHUNK)
+    }
+
+    fn with_chunk(stream: S, max_payload: usize, chunk: usize, write: usize) -> Self {
         PacketStream {
             stream,
-            rbuf: BytesMut::with_capacity(READ_CHUNK),
-            wbuf: Vec::with_capacity(16 * 1024),
+            rbuf: BytesMut::with_capacity(chunk),
+            wbuf: Vec::with_capacity(write),
             max_payload,
             exact: false,
+            chunk,
+        }
+    }
+
+    /// Between commands: buffers a large result or command grew are given back, so an
+    /// idle stream keeps only small ones.
+    pub fn trim(&mut self) {
+        if self.wbuf.is_empty() && self.wbuf.capacity() > TRIM_ABOVE {
+            self.wbuf = Vec::with_capacity(self.chunk);
+        }
+        if self.rbuf.is_empty() && self.rbuf.capacity() > TRIM_ABOVE {
+            self.rbuf = BytesMut::with_capacity(self.chunk);
         }
     }
 
@@ -72,7 +104,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
                     .read_buf(&mut self.rbuf)
                     .await?
             } else {
-                self.rbuf.reserve(READ_CHUNK.max(need - self.rbuf.len()));
+                self.rbuf.reserve(self.chunk.max(need - self.rbuf.len()));
                 self.stream.read_buf(&mut self.rbuf).await?
             };
             if n == 0 {
@@ -84,7 +116,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
 
     /// Reads one more chunk of whatever is available; Ok(0) never returned (Closed instead).
     pub async fn read_more(&mut self) -> Result<usize, ProtoError> {
-        self.rbuf.reserve(READ_CHUNK);
+        self.rbuf.reserve(self.chunk);
         match self.stream.read_buf(&mut self.rbuf).await? {
             0 => Err(ProtoError::Closed),
             n => Ok(n),
@@ -132,7 +164,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
             self.stream.write_all(&self.wbuf).await?;
             self.wbuf.clear();
             if self.wbuf.capacity() > 1 << 20 {
-                self.wbuf.shrink_to(16 * 1024);
+                self.wbuf = Vec::with_capacity(self.chunk);
             }
         }
         self.stream.flush().await?;

@@ -210,11 +210,11 @@ async fn serve_in_span<S: AsyncRead + AsyncWrite + Unpin + Send>(
     host: String,
     id: u32,
 ) {
-    let mut io = PacketStream::new(stream, shared.limits.load().max_packet);
+    let mut io = PacketStream::client(stream, shared.limits.load().max_packet);
     io.exact = true;
     let hs = tokio::time::timeout(
         shared.limits.load().handshake_timeout,
-        auth::handshake(&mut io, &shared, id, &host),
+        Box::pin(auth::handshake(&mut io, &shared, id, &host)),
     )
     .await;
     let ok = match hs {
@@ -228,7 +228,7 @@ async fn serve_in_span<S: AsyncRead + AsyncWrite + Unpin + Send>(
     let handle = shared.registry.insert(id, &ok.user, &host);
     let mut s = Session::new(io, shared.clone(), handle, ok);
     let end = s.run().await;
-    s.forget_marks().await;
+    Box::pin(s.forget_marks()).await;
     let secs = started.elapsed().as_secs_f64();
     tracing::info!(reason = %end, secs, "session ended");
     shared.registry.remove(id);
@@ -299,8 +299,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 Err(e) => return e,
             };
             self.view_start(&payload);
-            let r = self.dispatch(&payload).await;
+            // boxed: an idle session's task holds only what waiting for a command needs
+            let r = Box::pin(self.dispatch(&payload)).await;
             self.view_end();
+            self.io.trim();
             if let Err(e) = r {
                 return e;
             }

@@ -233,7 +233,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     return Ok(false);
                 }
                 self.spec_writers.insert(first);
-                self.move_to_primary(begin, log, overflow).await
+                Box::pin(self.move_to_primary(begin, log, overflow)).await
             }
         }
     }

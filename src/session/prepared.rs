@@ -78,7 +78,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 self.finish(u);
                 self.send_err(self.reply_seq, &e.into()).await
             }
-            Err(e) => self.backend_lost(u, e.into_proto(), self.reply_seq).await,
+            Err(e) => Box::pin(self.backend_lost(u, e.into_proto(), self.reply_seq)).await,
         }
     }
 
@@ -269,7 +269,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 self.finish(u);
                 self.send_err(self.reply_seq, &e.into()).await
             }
-            Err(RelayError::Backend { err, .. }) => self.backend_lost(u, err, f.out_seq).await,
+            Err(RelayError::Backend { err, .. }) => {
+                Box::pin(self.backend_lost(u, err, f.out_seq)).await
+            }
             Err(RelayError::Client(e)) => {
                 self.abandon(u);
                 Err(SessionEnd::Client(e))

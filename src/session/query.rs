@@ -76,13 +76,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             // the transaction's primary stopped being one (a failover): replayed first
             if let Some(node) = self.replay_if_held_moved().await {
                 let detail = "it is no longer the primary".to_string();
-                return self.transaction_lost(node, detail).await;
+                return Box::pin(self.transaction_lost(node, detail)).await;
             }
             // a replay moved its REPEATABLE READ snapshot: a plain read cannot run
             if let Some(node) = self.snapshot_forbids(cmd) {
                 self.held = None;
                 let detail = "a replay found its first reads changed since; a plain read would see the new snapshot".to_string();
-                return self.transaction_lost(node, detail).await;
+                return Box::pin(self.transaction_lost(node, detail)).await;
             }
             let mut u = match self.acquire_for(cmd, stmt, target, exclude).await {
                 Ok(u) => u,
@@ -102,12 +102,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     let held = u.from_held;
                     drop(u);
                     retries += 1;
-                    if held && !self.replay_transaction(None).await {
-                        return self.transaction_lost(node, e.to_string()).await;
+                    if held && !Box::pin(self.replay_transaction(None)).await {
+                        return Box::pin(self.transaction_lost(node, e.to_string())).await;
                     }
                     continue;
                 }
-                Err(e) => return self.backend_lost(u, e.into_proto(), self.reply_seq).await,
+                Err(e) => {
+                    return Box::pin(self.backend_lost(u, e.into_proto(), self.reply_seq)).await
+                }
             };
             let mark = match self.write_mark(&mut u, cmd).await {
                 Ok(m) => m,
@@ -120,12 +122,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     let read_only = matches!(&err, RelayError::Refused(e) if e.refusal() == Some(Refusal::ReadOnly));
                     if retries < 4
                         && self.may_replay()
-                        && self.replay_transaction(read_only.then_some(node)).await
+                        && Box::pin(self.replay_transaction(read_only.then_some(node))).await
                     {
                         target = Target::Primary;
                         continue;
                     }
-                    return self.transaction_lost(node, err.to_string()).await;
+                    return Box::pin(self.transaction_lost(node, err.to_string())).await;
                 }
             };
             self.count_route(&u);
@@ -169,12 +171,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 Err(RelayError::Refused(e)) if e.deadlock() => {
                     let node = u.node;
                     drop(u);
-                    if retries < 4 && self.replay_deadlocked().await {
+                    if retries < 4 && Box::pin(self.replay_deadlocked()).await {
                         retries += 1;
                         target = Target::Primary;
                         continue;
                     }
-                    return self.transaction_lost(node, e.text()).await;
+                    return Box::pin(self.transaction_lost(node, e.text())).await;
                 }
                 Err(err) => {
                     if u.from_held && !u.standby && self.in_transaction() {
@@ -191,32 +193,40 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                                 // a read-only refusal: wait for another primary; a killed or
                                 // lost connection: its node may still be the primary
                                 let read_only = matches!(&err, RelayError::Refused(e) if e.refusal() == Some(Refusal::ReadOnly));
-                                if self.replay_transaction(read_only.then_some(node)).await {
+                                if Box::pin(self.replay_transaction(read_only.then_some(node)))
+                                    .await
+                                {
                                     target = Target::Primary;
                                     retries += 1;
                                     continue;
                                 }
-                                return self.transaction_lost(node, err.to_string()).await;
+                                return Box::pin(self.transaction_lost(node, err.to_string()))
+                                    .await;
                             }
                             Loss::InDoubt => {
                                 let node = u.node;
                                 self.note_loss(node, &err);
                                 drop(u);
-                                match self.resolve_commit(mark).await {
-                                    Some(true) => return self.committed_after_all().await,
+                                match Box::pin(self.resolve_commit(mark)).await {
+                                    Some(true) => {
+                                        return Box::pin(self.committed_after_all()).await
+                                    }
                                     Some(false)
                                         if retries < 4
                                             && self.may_replay()
-                                            && self.replay_transaction(None).await =>
+                                            && Box::pin(self.replay_transaction(None)).await =>
                                     {
                                         retries += 1;
                                         target = Target::Primary;
                                         continue;
                                     }
                                     Some(false) => {
-                                        return self.transaction_lost(node, err.to_string()).await
+                                        return Box::pin(
+                                            self.transaction_lost(node, err.to_string()),
+                                        )
+                                        .await
                                     }
-                                    None => return self.commit_in_doubt(&err).await,
+                                    None => return Box::pin(self.commit_in_doubt(&err)).await,
                                 }
                             }
                             Loss::Lost if matches!(err, RelayError::Refused(_)) => {
@@ -224,7 +234,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                                 let node = u.node;
                                 self.note_loss(node, &err);
                                 drop(u);
-                                return self.transaction_lost(node, err.to_string()).await;
+                                return Box::pin(self.transaction_lost(node, err.to_string()))
+                                    .await;
                             }
                             Loss::Lost => {}
                         }
@@ -246,17 +257,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                             if to_primary {
                                 target = Target::Primary;
                             }
-                            self.after_refusal(u, &e, true, deadline).await;
+                            Box::pin(self.after_refusal(u, &e, true, deadline)).await;
                             retries += 1;
                         }
                         (Verdict::PassRefusal, RelayError::Refused(e)) => {
-                            self.after_refusal(u, &e, false, deadline).await;
+                            Box::pin(self.after_refusal(u, &e, false, deadline)).await;
                             return self.send_err(self.reply_seq, &e.into()).await;
                         }
                         (Verdict::HeldLost, RelayError::Refused(e)) => {
                             // the held connection (a transaction, a pin) is gone with its state
                             let err = ProtoError::Io(std::io::Error::other(e.text()));
-                            return self.backend_lost(u, err, self.reply_seq).await;
+                            return Box::pin(self.backend_lost(u, err, self.reply_seq)).await;
                         }
                         (Verdict::CloseClient, RelayError::Backend { err, .. }) => {
                             // half a packet reached the client: nothing can follow it
@@ -286,11 +297,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                             return Err(SessionEnd::Client(e));
                         }
                         (_, RelayError::Backend { err, .. }) => {
-                            return self.backend_lost(u, err, f.out_seq).await
+                            return Box::pin(self.backend_lost(u, err, f.out_seq)).await
                         }
                         (_, other) => {
                             let err = ProtoError::Io(std::io::Error::other(other.to_string()));
-                            return self.backend_lost(u, err, f.out_seq).await;
+                            return Box::pin(self.backend_lost(u, err, f.out_seq)).await;
                         }
                     }
                 }

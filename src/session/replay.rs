@@ -381,7 +381,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         if elected == Some(node) || !self.may_replay() {
             return None; // as it was, or the usual lost-transaction path
         }
-        if self.replay_transaction(None).await {
+        if Box::pin(self.replay_transaction(None)).await {
             return None;
         }
         Some(node)
@@ -554,7 +554,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// client got. True: the session holds the new connection in the same state; false:
     /// the transaction is lost.
     pub(super) async fn replay_transaction(&mut self, refused_on: Option<usize>) -> bool {
-        self.replay_for(refused_on, Cause::Failover).await
+        Box::pin(self.replay_for(refused_on, Cause::Failover)).await
     }
 
     /// The server chose the transaction as a deadlock's victim and rolled it back: it is
@@ -564,7 +564,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             .stats
             .deadlocks_replayed
             .fetch_add(1, Ordering::Relaxed);
-        self.replay_for(None, Cause::Deadlock).await
+        Box::pin(self.replay_for(None, Cause::Deadlock)).await
     }
 
     async fn replay_for(&mut self, refused_on: Option<usize>, cause: Cause) -> bool {
