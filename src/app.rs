@@ -70,12 +70,15 @@ impl Running {
 pub enum StartError {
     #[error("cannot listen on {0}: {1}")]
     Bind(String, std::io::Error),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// Starts the proxy inside the current tokio runtime.
 pub async fn start(cfg: Config) -> Result<Running, StartError> {
     // one crypto provider for every TLS client (kube) and, later, server: ring
     let _ = rustls::crypto::ring::default_provider().install_default();
+    let tls = crate::tls::ClientTlsPolicy::load(&cfg.server.tls)?;
     let base = connect_params(&cfg);
     let users = user_passwords(&cfg);
     let metrics = crate::metrics::Metrics::new();
@@ -99,6 +102,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         metrics,
         digests: crate::digest::Digests::new(cfg.server.digest_bytes),
         admin_token: arc_swap::ArcSwap::from_pointee(cfg.admin.token.clone()),
+        tls: arc_swap::ArcSwap::from_pointee(tls),
         profile,
         last_gtid: Default::default(),
         limits: arc_swap::ArcSwap::from_pointee(session_limits(&cfg)),
@@ -190,6 +194,11 @@ pub fn reload(shared: &Shared, old: &Config, new: &Config) -> Vec<&'static str> 
     shared.pools.set_users(&users);
     shared.limits.store(Arc::new(session_limits(new)));
     shared.admin_token.store(Arc::new(new.admin.token.clone()));
+    // certificates are read again (a rotated Secret); unreadable ones keep the running TLS
+    match crate::tls::ClientTlsPolicy::load(&new.server.tls) {
+        Ok(t) => shared.tls.store(Arc::new(t)),
+        Err(e) => tracing::error!(error = %e, "reload: TLS keeps its running certificate"),
+    }
     if old.pool != new.pool {
         shared.pools.set_limits(&pool_limits(new));
     }

@@ -39,6 +39,10 @@ pub enum ClientError {
     NoSuchThread(u64),
     #[error("Bad handshake")]
     BadHandshake,
+    #[error(
+        "Connections using insecure transport are prohibited while --require_secure_transport=ON."
+    )]
+    InsecureTransport,
     #[error("switchyard: {0}")]
     Internal(String),
     #[error("You are not owner of thread {0}")]
@@ -85,6 +89,7 @@ impl ClientError {
             UnknownStatement(..) => (1243, b"HY000"),
             NoSuchThread(_) => (1094, b"HY000"),
             BadHandshake => (1043, b"08S01"),
+            InsecureTransport => (3159, b"HY000"),
             Internal(_) => (9005, b"HY000"),
             KillDenied(_) => (1095, b"HY000"),
             TooManyStatements(_) => (1461, b"42000"),

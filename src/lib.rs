@@ -15,4 +15,5 @@ pub mod protocol;
 pub mod reload;
 pub mod router;
 pub mod session;
+pub mod tls;
 pub mod topology;

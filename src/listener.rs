@@ -41,6 +41,7 @@ pub async fn run(
             Ok(permit) => {
                 let shared = shared.clone();
                 tokio::spawn(async move {
+                    let stream = crate::tls::ClientStream::Plain(stream);
                     session::serve(stream, shared, peer.ip().to_string()).await;
                     drop(permit);
                 });

@@ -13,13 +13,7 @@ where
 #[test]
 fn an_idle_sessions_task_stays_small() {
     #[allow(unreachable_code)]
-    let serve = || {
-        switchyard::session::serve::<tokio::net::TcpStream>(
-            unreachable!(),
-            unreachable!(),
-            unreachable!(),
-        )
-    };
+    let serve = || switchyard::session::serve(unreachable!(), unreachable!(), unreachable!());
     let size = future_size(&serve);
     eprintln!("session future: {size} bytes");
     // about 2.6 KiB in a release build, more in a debug one; it was 9.8 KiB before the

@@ -33,7 +33,7 @@ fn server(s: tokio::io::DuplexStream) -> Arc<Mutex<Vec<Vec<u8>>>> {
         let mut profile = ServerProfile::fallback("5.5.5-10.11.6-MariaDB");
         profile.mariadb = true;
         let ok = ok_payload(StatusFlags::SERVER_STATUS_AUTOCOMMIT);
-        io.send(0, &greeting(7, &auth::new_scramble(), &profile))
+        io.send(0, &greeting(7, &auth::new_scramble(), &profile, false))
             .await
             .unwrap();
         let hello = io.read_packet().await.unwrap();

@@ -75,6 +75,20 @@ pub struct ServerConfig {
     /// How often the config file is checked for a new content (a ConfigMap's symlink swap),
     /// which is then reloaded as on SIGHUP; 0: only SIGHUP reloads.
     pub config_poll_ms: u64,
+    /// TLS towards clients.
+    pub tls: ClientTls,
+}
+
+/// TLS towards clients (`[server.tls]`): offered when a certificate is given.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientTls {
+    /// PEM file with the certificate chain (the server's first); empty: no TLS.
+    pub cert: String,
+    /// PEM file with its private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: String,
+    /// Refuse clients that do not start TLS (as MySQL's require_secure_transport, 3159).
+    pub require: bool,
 }
 
 impl Default for ServerConfig {
@@ -92,6 +106,7 @@ impl Default for ServerConfig {
             client_idle_timeout_s: 0,
             shutdown_timeout_s: 30,
             config_poll_ms: 2000,
+            tls: ClientTls::default(),
         }
     }
 }

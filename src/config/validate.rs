@@ -73,6 +73,13 @@ impl Config {
         if s.handshake_timeout_ms == 0 {
             return Err(invalid("server.handshake_timeout_ms", "must be above 0"));
         }
+        let t = &s.tls;
+        if t.cert.is_empty() != t.key.is_empty() {
+            return Err(invalid("server.tls", "cert and key go together"));
+        }
+        if t.require && t.cert.is_empty() {
+            return Err(invalid("server.tls.require", "needs cert and key"));
+        }
         Ok(())
     }
 

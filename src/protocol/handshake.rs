@@ -93,9 +93,12 @@ fn greeting_ext(payload: &[u8]) -> u32 {
         .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
 }
 
-/// Builds the greeting payload for a new client connection, as `profile`'s server would.
-pub fn greeting(conn_id: u32, scramble: &[u8; 20], profile: &ServerProfile) -> Vec<u8> {
-    let caps = profile.offered().bits();
+/// Builds the greeting payload for a new client connection, as `profile`'s server would
+/// (offering TLS when `tls`).
+pub fn greeting(conn_id: u32, scramble: &[u8; 20], profile: &ServerProfile, tls: bool) -> Vec<u8> {
+    let mut offered = profile.offered();
+    offered.set(CapabilityFlags::CLIENT_SSL, tls);
+    let caps = offered.bits();
     let mut out = Vec::with_capacity(96 + profile.version.len());
     out.push(10);
     out.extend_from_slice(profile.version.as_bytes());
@@ -246,7 +249,7 @@ mod tests {
         let mut profile = ServerProfile::fallback("5.5.5-10.11.6-MariaDB");
         profile.mariadb = true;
         profile.ext = super::super::mariadb::CLIENT_EXTENDED_TYPE_INFO | 1;
-        let g = greeting(42, &scramble, &profile);
+        let g = greeting(42, &scramble, &profile, false);
         let p = HandshakePacket::deserialize((), &mut ParseBuf(&g)).unwrap();
         assert_eq!(p.connection_id(), 42);
         assert_eq!(p.nonce(), scramble.to_vec());

@@ -13,6 +13,7 @@ use crate::protocol::handshake::{self, ClientHello};
 use crate::protocol::messages::ok_payload;
 use crate::protocol::packet::PacketStream;
 use crate::protocol::{auth, CapabilityFlags, ConnClass, ProtoError, StatusFlags};
+use crate::tls::ClientStream;
 
 /// A client that passed authentication.
 pub struct Authenticated {
@@ -31,20 +32,30 @@ pub enum HandshakeError {
     Refused(ClientError),
 }
 
-/// Runs the server side of the handshake; on failure the client got an ERR packet.
-pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
-    io: &mut PacketStream<S>,
+/// Runs the server side of the handshake; on failure the client got an ERR packet. A client
+/// that sends an SSLRequest (offered when `[server.tls]` has a certificate) goes on over TLS.
+pub async fn handshake(
+    io: &mut PacketStream<ClientStream>,
     shared: &Shared,
     id: u32,
     host: &str,
 ) -> Result<Authenticated, HandshakeError> {
     let scramble = auth::new_scramble();
-    let greeting = handshake::greeting(id, &scramble, &shared.profile);
+    let tls = shared.tls.load_full();
+    let greeting = handshake::greeting(id, &scramble, &shared.profile, tls.acceptor.is_some());
     io.send(0, &greeting).await?;
-    let p = io.read_packet().await?;
-    let seq = p.seq.wrapping_add(1);
+    let mut p = io.read_packet().await?;
     if handshake::is_ssl_request(&p.payload) {
-        return refuse(io, seq, ClientError::BadHandshake).await;
+        let Some(acceptor) = &tls.acceptor else {
+            return refuse(io, p.seq.wrapping_add(1), ClientError::BadHandshake).await;
+        };
+        // exact mode: nothing past the SSLRequest was read, the TLS handshake follows it
+        io.stream.upgrade(acceptor).await.map_err(ProtoError::Io)?;
+        p = io.read_packet().await?;
+    }
+    let seq = p.seq.wrapping_add(1);
+    if tls.require && !io.stream.is_tls() {
+        return refuse(io, seq, ClientError::InsecureTransport).await;
     }
     let hello = match handshake::parse_hello(&p.payload) {
         Ok(h) => h,

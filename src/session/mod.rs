@@ -85,6 +85,8 @@ pub struct Shared {
     pub digests: crate::digest::Digests,
     /// The bearer token the admin port's mutating endpoints need (None: loopback only).
     pub admin_token: arc_swap::ArcSwap<Option<Secret>>,
+    /// TLS towards clients (read again at each reload).
+    pub tls: arc_swap::ArcSwap<crate::tls::ClientTlsPolicy>,
     /// The last GTID any session's write reported (read_your_writes = "global").
     pub last_gtid: parking_lot::Mutex<Option<Vec<u8>>>,
     /// What the backends' greeting says, presented to clients.
@@ -193,19 +195,15 @@ pub enum SessionEnd {
 
 /// Serves one accepted client connection to its end.
 /// `host`: the client's address, as servers name it in their messages.
-pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send>(
-    stream: S,
-    shared: Arc<Shared>,
-    host: String,
-) {
+pub async fn serve(stream: crate::tls::ClientStream, shared: Arc<Shared>, host: String) {
     let id = shared.registry.next_id();
     // every line this session logs carries its id (the one /sessions and KILL use)
     let span = tracing::info_span!("session", conn = id, client = %host);
     tracing::Instrument::instrument(serve_in_span(stream, shared, host, id), span).await
 }
 
-async fn serve_in_span<S: AsyncRead + AsyncWrite + Unpin + Send>(
-    stream: S,
+async fn serve_in_span(
+    stream: crate::tls::ClientStream,
     shared: Arc<Shared>,
     host: String,
     id: u32,

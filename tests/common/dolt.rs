@@ -132,7 +132,7 @@ impl Conn {
         let mut io = PacketStream::new(s, 1 << 26);
         let scramble = auth::new_scramble();
         if io
-            .send(0, &greeting(1, &scramble, &dolt_profile()))
+            .send(0, &greeting(1, &scramble, &dolt_profile(), false))
             .await
             .is_err()
         {
