@@ -403,11 +403,13 @@ fn spawn_pool_keeper(shared: Arc<Shared>) {
                         if demoted || (*healthy && !h) {
                             pools.drain(*id);
                         }
-                        if *healthy && !h {
-                            shared.registry.give_up_on(*id);
-                        }
                     }
                 }
+            }
+            // level, not edge: every look (at each change, and each second) wakes whoever
+            // waits on a backend out of health now
+            for (id, _) in now.iter().filter(|(_, (_, healthy))| !healthy) {
+                shared.registry.give_up_on(*id);
             }
             seen = now;
             let deadline = tokio::time::Instant::now() + Duration::from_secs(1);

@@ -809,14 +809,29 @@ async fn a_frozen_standby_costs_a_pause_not_a_failed_read() {
     let mut c = connect(&p, "strict").await;
     let id: u32 = c.query_first("SELECT @@server_id").await.unwrap().unwrap();
     assert_eq!(id, sid, "reads go to the standby while it answers");
+    let mut e = connect(&p, "strict").await;
+    e.query_drop("SELECT 1").await.unwrap(); // its connection is idle on the standby
     chaos.flow(Flow::Nothing);
     let bounded = Duration::from_secs(20);
-    let id = tokio::time::timeout(bounded, c.query_first::<u32, _>("SELECT @@server_id"))
-        .await
+    // a text read and a prepared statement (its COM_STMT_PREPARE) both meet the frozen
+    // standby before the probes notice
+    let (read, prepared) = tokio::join!(
+        tokio::time::timeout(bounded, c.query_first::<u32, _>("SELECT @@server_id")),
+        tokio::time::timeout(
+            bounded,
+            e.exec_first::<u32, _, _>("SELECT @@server_id + ?", (0,))
+        ),
+    );
+    let id = read
         .expect("the read was given up on the frozen standby")
         .expect("and run elsewhere")
         .unwrap();
     assert_eq!(id, pid, "run on the primary, the only one left");
+    let id = prepared
+        .expect("the prepare was given up on the frozen standby")
+        .expect("and run elsewhere")
+        .unwrap();
+    assert_eq!(id, pid, "prepared and run on the primary");
     assert!(
         stat(&p, |s| s
             .read_retries

@@ -12,7 +12,9 @@ use switchyard::config::ClientTls;
 
 /// A self-signed certificate for 127.0.0.1 / localhost and its key, as PEM files.
 fn certificate() -> (PathBuf, PathBuf) {
-    let dir = std::env::temp_dir().join(format!("switchyard-tls-{}", std::process::id()));
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("switchyard-tls-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
     let ck = rcgen::generate_simple_self_signed(names).unwrap();

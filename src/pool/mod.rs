@@ -407,7 +407,7 @@ impl NodePools {
         overflow: bool,
     ) -> Result<Pooled, PoolError> {
         let deadline = tokio::time::Instant::now() + timeout;
-        let mut waiting: Option<Waiting> = None;
+        let mut waited = false;
         // one place in the user's queue for the whole wait, whatever wakes it meanwhile:
         // places freed go to the user's leases in the order they started waiting
         let slots = self.wait_slots(pool);
@@ -417,27 +417,24 @@ impl NodePools {
                 return Ok(p);
             }
             if let Some((u, b)) = self.try_slots(pool) {
-                drop(waiting);
                 return pool.open((Some(u), b)).await;
             }
             if let Some(b) = overflow.then(|| self.try_backend_slot(pool)).flatten() {
-                drop(waiting);
                 return pool.open((None, b)).await;
             }
             if pool.discard_unfit(fits) {
                 continue;
             }
             let notified = pool.released.notified();
-            waiting.get_or_insert_with(|| Waiting::new(pool));
+            if !std::mem::replace(&mut waited, true) {
+                pool.stats.waits.fetch_add(1, Ordering::Relaxed);
+            }
             tokio::select! {
                 _ = notified => continue,
                 // another class's pool of this user may hold places with idle connections
                 // (its releases notify only its own waiters): look again, and evict one
                 _ = tokio::time::sleep(RECHECK), if self.other_class(pool) => continue,
-                (u, b) = &mut slots => {
-                    drop(waiting);
-                    return pool.open((Some(u), b)).await;
-                }
+                (u, b) = &mut slots => return pool.open((Some(u), b)).await,
                 _ = tokio::time::sleep_until(deadline) => {
                     pool.stats.timeouts.fetch_add(1, Ordering::Relaxed);
                     return Err(PoolError::Timeout(timeout));
@@ -511,7 +508,11 @@ impl NodePools {
         self.backend_slots.clone().try_acquire_owned().ok()
     }
 
+    /// The user's first free place (counted as waiting for it meanwhile), then the
+    /// backend's; while the backend is full, idle connections of other pools are asked to
+    /// give theirs up now and then.
     async fn wait_slots(&self, pool: &UserPool) -> (OwnedSemaphorePermit, OwnedSemaphorePermit) {
+        let waiting = Waiting::new(pool);
         self.evict_idle_of_user(pool);
         let u = pool
             .slots
@@ -519,14 +520,18 @@ impl NodePools {
             .acquire_owned()
             .await
             .expect("semaphore never closed");
+        drop(waiting);
         self.evict_one_idle(pool);
-        let b = self
-            .backend_slots
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("semaphore never closed");
-        (u, b)
+        let b = self.backend_slots.clone().acquire_owned();
+        tokio::pin!(b);
+        loop {
+            tokio::select! {
+                b = &mut b => return (u, b.expect("semaphore never closed")),
+                _ = tokio::time::sleep(RECHECK) => {
+                    self.evict_one_idle(pool);
+                }
+            }
+        }
     }
 
     /// Whether the same user has a pool of another class.
@@ -694,7 +699,10 @@ impl UserPool {
 
     /// Whether leases of the user's other classes wait for a place.
     fn others_waiting(&self) -> bool {
-        self.user_waiting.load(Ordering::Relaxed) > self.waiting.load(Ordering::Relaxed)
+        // this pool's first: a waiter coming or going between the loads is never counted
+        // as another class's
+        let here = self.waiting.load(Ordering::SeqCst);
+        self.user_waiting.load(Ordering::SeqCst) > here
     }
 
     fn discard(&self, p: Pooled, why: Closed) {
@@ -784,22 +792,23 @@ impl Lease {
     }
 }
 
-/// A lease waiting for a place, counted in its pool and its user's places while it waits.
+/// A lease waiting for one of its user's places, counted in its pool and its user's places
+/// while it waits. The pool's own count goes up first and down last, so that a release
+/// never sees more of the user's waiters elsewhere than there are.
 struct Waiting<'a>(&'a UserPool);
 
 impl<'a> Waiting<'a> {
     fn new(pool: &'a UserPool) -> Self {
-        pool.stats.waits.fetch_add(1, Ordering::Relaxed);
-        pool.waiting.fetch_add(1, Ordering::Relaxed);
-        pool.user_waiting.fetch_add(1, Ordering::Relaxed);
+        pool.waiting.fetch_add(1, Ordering::SeqCst);
+        pool.user_waiting.fetch_add(1, Ordering::SeqCst);
         Waiting(pool)
     }
 }
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        self.0.waiting.fetch_sub(1, Ordering::Relaxed);
-        self.0.user_waiting.fetch_sub(1, Ordering::Relaxed);
+        self.0.user_waiting.fetch_sub(1, Ordering::SeqCst);
+        self.0.waiting.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

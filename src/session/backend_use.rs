@@ -24,6 +24,9 @@ pub struct InUse {
     pub node: usize,
     pub standby: bool,
     pub from_held: bool,
+    /// The connection of the previous statement, for one that must run on it (FOUND_ROWS(),
+    /// SHOW WARNINGS): never run elsewhere instead.
+    pub previous: bool,
 }
 
 /// How a forwarded command ended.
@@ -94,9 +97,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
     }
 
+    fn node_healthy(&self, node: usize) -> bool {
+        let snap = self.shared.topology.snapshot();
+        snap.node(node).is_some_and(|e| e.healthy)
+    }
+
     /// `work` on a standby's connection, given up if the standby leaves health meanwhile
     /// (a frozen server never answers; the probes notice).
-    async fn unless_failed<T>(
+    pub(super) async fn unless_failed<T>(
         &self,
         node: usize,
         standby: bool,
@@ -146,13 +154,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             last.thread_id,
             last.leases,
         )?;
-        lease.conn().sync(&self.want).await.ok()?;
         let standby = !primary;
+        let sync = lease.conn().sync(&self.want);
+        self.unless_failed(last.node, standby, sync).await.ok()?;
         Some(InUse {
             lease,
             node: last.node,
             standby,
             from_held: false,
+            previous: true,
         })
     }
 
@@ -192,6 +202,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                         node: node.id,
                         standby,
                         from_held: false,
+                        previous: false,
                     });
                 }
                 Err(e @ ClientError::Server(_)) => return Err(e),
@@ -233,6 +244,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 node: h.node,
                 standby: h.standby,
                 from_held: true,
+                previous: false,
             });
         }
         tracing::info!(
@@ -330,7 +342,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             match synced {
                 Ok(()) => return Ok(Some(lease)),
                 Err(BackendError::Server(e)) => return Err(e.into()),
-                Err(e) if attempt == 0 => {
+                // a pooled connection that had died is replaced once, unless the backend
+                // itself left health meanwhile (a frozen standby: another one runs it)
+                Err(e) if attempt == 0 && self.node_healthy(node.id) => {
                     tracing::debug!(backend = %node.name, error = %e, "pooled connection failed on sync; retrying");
                 }
                 Err(e) => return Err(self.unavailable(node, e.to_string())),
@@ -419,7 +433,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let hold = u.from_held && self.deadlock_replayable();
         // a standby read waits for its first reply byte only while the standby is healthy
         // (a frozen server never answers; another standby runs the read)
-        let watch = u.standby && !u.from_held && !self.in_transaction();
+        let watch = u.standby && !u.from_held && !u.previous && !self.in_transaction();
         let (topology, handle, node) = (&self.shared.topology, &self.handle, u.node);
         let give_up = async move {
             match watch {

@@ -83,8 +83,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             sql: cs.sql.clone(),
             schema: self.want.schema.clone(),
         };
+        // a standby that stops answering (frozen) is given up: the caller runs it elsewhere
+        let watch = u.standby && !u.from_held && !u.previous && !self.in_transaction();
+        let node = u.node;
         let conn = u.lease.conn();
-        let stmt = ensure_prepared(conn, &key).await?;
+        let stmt = self
+            .unless_failed(node, watch, ensure_prepared(conn, &key))
+            .await?;
         let mut out = Vec::with_capacity(cmd.payload.len() + 2 * usize::from(stmt.params) + 1);
         out.extend_from_slice(cmd.payload);
         out[1..5].copy_from_slice(&stmt.id.to_le_bytes());

@@ -50,35 +50,48 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let class = router::classify(&sql);
         self.count_fallback(&class);
         let target = self.route(&class);
-        let mut u = match self.acquire(target, None).await {
-            Ok(u) => u,
-            Err(e) => return self.send_err(self.reply_seq, &e).await,
-        };
         let key = self.stmt_key(&sql);
-        match prepare_on(u.lease.conn(), &key).await {
-            Ok(prep) => {
-                let id = self.next_stmt;
-                self.next_stmt = self.next_stmt.wrapping_add(1).max(1);
-                u.lease.conn().stmts.insert(key, prep.stmt.clone());
-                let params = prep.stmt.params;
-                self.stmts.insert(
-                    id,
-                    ClientStmt {
-                        sql,
-                        class,
-                        params,
-                        types: None,
-                    },
-                );
-                self.send_prepare_ok(id, prep).await?;
-                self.finish(u);
-                Ok(())
+        let mut exclude = None;
+        loop {
+            let mut u = match self.acquire(target, exclude).await {
+                Ok(u) => u,
+                Err(e) => return self.send_err(self.reply_seq, &e).await,
+            };
+            // a standby that stops answering (frozen) is given up; another one prepares it
+            let watch = u.standby && !u.from_held && !self.in_transaction();
+            let prep = prepare_on(u.lease.conn(), &key);
+            match self.unless_failed(u.node, watch, prep).await {
+                Ok(prep) => {
+                    let id = self.next_stmt;
+                    self.next_stmt = self.next_stmt.wrapping_add(1).max(1);
+                    u.lease.conn().stmts.insert(key, prep.stmt.clone());
+                    let params = prep.stmt.params;
+                    self.stmts.insert(
+                        id,
+                        ClientStmt {
+                            sql,
+                            class,
+                            params,
+                            types: None,
+                        },
+                    );
+                    self.send_prepare_ok(id, prep).await?;
+                    self.finish(u);
+                    return Ok(());
+                }
+                Err(BackendError::Server(e)) => {
+                    self.finish(u);
+                    return self.send_err(self.reply_seq, &e.into()).await;
+                }
+                Err(e) if watch && exclude.is_none() => {
+                    tracing::info!(error = %e, "prepare failed on a standby before any reply; retrying elsewhere");
+                    self.shared.topology.suspect(u.node, e.to_string());
+                    exclude = Some(u.node);
+                }
+                Err(e) => {
+                    return Box::pin(self.backend_lost(u, e.into_proto(), self.reply_seq)).await
+                }
             }
-            Err(BackendError::Server(e)) => {
-                self.finish(u);
-                self.send_err(self.reply_seq, &e.into()).await
-            }
-            Err(e) => Box::pin(self.backend_lost(u, e.into_proto(), self.reply_seq)).await,
         }
     }
 

@@ -246,7 +246,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                         auto: self.is_auto(u.node),
                         retries,
                         time_left: tokio::time::Instant::now() < deadline,
-                        excluded: exclude.is_some(),
+                        // a statement bound to its previous connection is not tried elsewhere
+                        excluded: exclude.is_some() || u.previous,
                         rerunnable: self.rerunnable(cmd),
                         harmless: !self.in_transaction()
                             && (stmt.target == Target::Standby || stmt.begins_transaction),
