@@ -279,6 +279,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                         (Verdict::RetryElsewhere, RelayError::Backend { err, .. }) => {
                             tracing::info!(error = %err, "read failed on a standby before any reply; retrying elsewhere");
                             self.shared.topology.suspect(u.node, err.to_string());
+                            if matches!(&err, ProtoError::Io(e) if e.kind() == std::io::ErrorKind::TimedOut)
+                            {
+                                // given up while the standby may still run it (slow, not
+                                // frozen): the work it would waste is stopped, best effort
+                                let thread = u.lease.conn_ref().thread_id;
+                                self.spawn_kill_query(u.node, thread, self.user.clone(), None);
+                            }
                             self.shared
                                 .stats
                                 .read_retries
