@@ -49,6 +49,9 @@ pub struct PacketStream<S> {
     pub exact: bool,
     /// What a read makes room for at least.
     chunk: usize,
+    /// The parts read so far of a packet continued past 16 MiB - 1 (kept here, not in the
+    /// reading future, so a read cancelled between parts resumes where it stopped).
+    partial: Option<BytesMut>,
 }
 
 const READ_CHUNK: usize = 64 * 1024;
@@ -80,6 +83,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
             max_payload,
             exact: false,
             chunk,
+            partial: None,
         }
     }
 
@@ -124,19 +128,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
     }
 
     /// Reads one logical packet, joining continuation packets, bounded by `max_payload`.
+    /// Cancel-safe: a read dropped while waiting for bytes loses nothing (what was read
+    /// stays buffered, parts of a continued packet too).
     pub async fn read_packet(&mut self) -> Result<Packet, ProtoError> {
-        let mut payload: Option<BytesMut> = None;
         loop {
             self.fill(4).await?;
             let (len, seq) = header(&self.rbuf[..4]);
-            let total = payload.as_ref().map_or(0, |p| p.len()) + len;
+            let total = self.partial.as_ref().map_or(0, |p| p.len()) + len;
             if total > self.max_payload {
+                self.partial = None;
                 return Err(ProtoError::TooLarge(total, self.max_payload));
             }
             self.fill(4 + len).await?;
             self.rbuf.advance(4);
             let part = self.rbuf.split_to(len);
-            let joined = match payload.take() {
+            let joined = match self.partial.take() {
                 None => part,
                 Some(mut p) => {
                     p.extend_from_slice(&part);
@@ -149,7 +155,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
                     payload: joined,
                 });
             }
-            payload = Some(joined);
+            self.partial = Some(joined);
         }
     }
 
@@ -180,7 +186,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
 
     /// True when nothing is buffered from the peer (a clean boundary between commands).
     pub fn read_idle(&self) -> bool {
-        self.rbuf.is_empty()
+        self.rbuf.is_empty() && self.partial.is_none()
     }
 }
 
@@ -203,6 +209,26 @@ mod tests {
         let p = ps.read_packet().await.unwrap();
         assert_eq!((p.payload.len(), p.seq), (big.len(), 4));
         writer.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_read_cancelled_between_continuation_parts_resumes() {
+        let big: Vec<u8> = (0..MAX_WIRE_PAYLOAD + 10).map(|i| i as u8).collect();
+        let mut wire = Vec::new();
+        encode_packet(&mut wire, 0, &big);
+        let split = MAX_WIRE_PAYLOAD + 4 + 2; // the first part and 2 bytes of the next header
+        let (mut a, b) = tokio::io::duplex(64 << 20);
+        a.write_all(&wire[..split]).await.unwrap();
+        let mut ps = PacketStream::new(b, 64 << 20);
+        let quick = std::time::Duration::from_millis(50);
+        let first = tokio::time::timeout(quick, ps.read_packet()).await;
+        assert!(first.is_err(), "the packet is not complete yet");
+        assert!(!ps.read_idle(), "a part is kept");
+        a.write_all(&wire[split..]).await.unwrap();
+        let p = ps.read_packet().await.unwrap();
+        assert_eq!(p.payload.len(), big.len());
+        assert!(p.payload[..] == big[..], "the parts joined in order");
+        assert!(ps.read_idle());
     }
 
     #[tokio::test]

@@ -283,8 +283,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let handle = self.handle.clone();
         let mut draining = self.shared.draining.subscribe();
         loop {
-            // shutting down: close between transactions (a transaction finishes first)
-            if *draining.borrow_and_update() && !self.in_transaction() {
+            // shutting down: close between transactions (a transaction finishes first) and
+            // between commands (not inside one the client is still sending)
+            if *draining.borrow_and_update() && !self.in_transaction() && self.io.read_idle() {
                 return SessionEnd::Closed("shutting down".into());
             }
             let packet = tokio::select! {
