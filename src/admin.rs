@@ -132,6 +132,7 @@ async fn sessions(State(s): State<Arc<Shared>>) -> Json<Value> {
                 "id": h.id,
                 "user": *h.user.lock(),
                 "client": h.client,
+                "tls": h.tls,
                 "schema": v.schema,
                 "state": state,
                 "pins": v.pins,

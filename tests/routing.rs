@@ -450,6 +450,7 @@ async fn the_admin_port_lists_sessions() {
     let me = me_in("in transaction").await;
     assert_eq!(me["user"], "strict");
     assert_eq!(me["client"], "127.0.0.1");
+    assert_eq!(me["tls"], false);
     assert_eq!(me["schema"], "sbtest");
     assert_eq!(me["state"], "in transaction", "{me}");
     assert_eq!(me["backend"], "n1", "{me}");

@@ -85,9 +85,13 @@ async fn required_tls_lets_tls_clients_in_and_refuses_plaintext_with_3159() {
          c = pymysql.connect(host='127.0.0.1', port={}, user='strict', password='strict', \
          database='sbtest', ssl={{'ca': '{}'}})\n\
          cur = c.cursor(); cur.execute('SELECT 41 + 1'); print(cur.fetchone()[0])\n\
-         print(c._sock.version())\n",
+         print(c._sock.version())\n\
+         import json, urllib.request\n\
+         s = json.load(urllib.request.urlopen('http://127.0.0.1:{}/sessions'))['sessions']\n\
+         print('listed as tls:', any(x['tls'] for x in s))\n",
         p.listen.port(),
-        cert.display()
+        cert.display(),
+        p.admin.port()
     );
     let out = Command::new("timeout")
         .args(["30", "python3", "-c", &script])
@@ -100,6 +104,7 @@ async fn required_tls_lets_tls_clients_in_and_refuses_plaintext_with_3159() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(text.starts_with("42\nTLSv1."), "{text}");
+    assert!(text.contains("listed as tls: True"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

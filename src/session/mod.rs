@@ -223,7 +223,9 @@ async fn serve_in_span(
     io.exact = false;
     tracing::info!(user = %ok.user, "session started");
     let started = std::time::Instant::now();
-    let handle = shared.registry.insert(id, &ok.user, &host);
+    let handle = shared
+        .registry
+        .insert(id, &ok.user, &host, io.stream.is_tls());
     let mut s = Session::new(io, shared.clone(), handle, ok);
     let end = s.run().await;
     Box::pin(s.forget_marks()).await;

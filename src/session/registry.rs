@@ -53,6 +53,8 @@ pub struct Handle {
     pub user: Mutex<String>,
     /// The client's address.
     pub client: String,
+    /// The client connection runs over TLS.
+    pub tls: bool,
     pub running: Mutex<Option<Running>>,
     pub view: Mutex<View>,
     /// Notified to close the session (KILL CONNECTION).
@@ -100,11 +102,12 @@ impl Registry {
             .max(1)
     }
 
-    pub fn insert(&self, id: u32, user: &str, client: &str) -> Arc<Handle> {
+    pub fn insert(&self, id: u32, user: &str, client: &str, tls: bool) -> Arc<Handle> {
         let h = Arc::new(Handle {
             id,
             user: Mutex::new(user.to_string()),
             client: client.to_string(),
+            tls,
             running: Mutex::new(None),
             view: Mutex::new(View::default()),
             close: Notify::new(),
