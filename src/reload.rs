@@ -27,21 +27,22 @@ pub async fn run(path: PathBuf, load: Loader, current: watch::Sender<Config>, sh
     use tokio::signal::unix::{signal, SignalKind};
     let mut hup = signal(SignalKind::hangup()).ok();
     let poll = Duration::from_millis(current.borrow().server.config_poll_ms);
-    let mut seen = fingerprint(&path);
+    let mut seen = fingerprint(&path, &current.borrow());
     loop {
         let cause = tokio::select! {
             Some(()) = async { hup.as_mut()?.recv().await } => Cause::Signal,
             () = tokio::time::sleep(poll), if !poll.is_zero() => {
-                let now = fingerprint(&path);
+                let now = fingerprint(&path, &current.borrow());
                 if now == seen {
                     continue;
                 }
-                seen = now;
                 Cause::FileChanged
             }
             else => return,
         };
         apply(&path, &load, &current, &shared, cause);
+        // what the applied config names (its certificate files may be new ones)
+        seen = fingerprint(&path, &current.borrow());
     }
 }
 
@@ -74,12 +75,17 @@ fn apply(
     }
 }
 
-/// The file's content as a hash (None: unreadable). Reading follows symlinks, so a swapped
-/// ConfigMap link shows as new content.
-fn fingerprint(path: &std::path::Path) -> Option<u64> {
+/// The file's content as a hash, with the TLS certificate and key files the running config
+/// names (None: the config file is unreadable). Reading follows symlinks, so a swapped
+/// ConfigMap link, or a renewed certificate Secret, shows as new content.
+fn fingerprint(path: &std::path::Path, running: &Config) -> Option<u64> {
     use std::hash::{Hash, Hasher};
     let bytes = std::fs::read(path).ok()?;
     let mut h = std::collections::hash_map::DefaultHasher::new();
     bytes.hash(&mut h);
+    let tls = &running.server.tls;
+    for f in [&tls.cert, &tls.key].into_iter().filter(|f| !f.is_empty()) {
+        std::fs::read(f).ok().hash(&mut h);
+    }
     Some(h.finish())
 }

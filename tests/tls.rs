@@ -178,3 +178,62 @@ async fn a_reload_picks_up_a_rotated_certificate() {
         "unreadable files keep the running certificate"
     );
 }
+
+/// A certificate renewed in place (a Secret's files change, the config file does not) is
+/// served after the config poll notices it: no SIGHUP needed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_renewed_in_place_is_picked_up_by_the_poll() {
+    let (cert, key) = certificate();
+    let toml = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/local.toml"))
+        .unwrap()
+        .replace("[server]\n", "[server]\nconfig_poll_ms = 100\n")
+        .replace(
+            "[pool]\n",
+            &format!(
+                "[server.tls]\ncert = {:?}\nkey = {:?}\n\n[pool]\n",
+                cert.display().to_string(),
+                key.display().to_string()
+            ),
+        );
+    let file = cert.with_file_name("switchyard.toml");
+    std::fs::write(&file, toml).unwrap();
+    let load_from = file.clone();
+    let loader: switchyard::reload::Loader = Box::new(move || {
+        let mut c = switchyard::config::Config::load(&load_from)?;
+        c.server.listen = "127.0.0.1:0".into();
+        c.server.admin_listen = "127.0.0.1:0".into();
+        c.validate()?;
+        Ok(c)
+    });
+    let cfg = loader().unwrap();
+    let p = start(cfg.clone()).await;
+    let current = tokio::sync::watch::channel(cfg).0;
+    let poller = tokio::spawn(switchyard::reload::run(
+        file.clone(),
+        loader,
+        current,
+        p.shared.clone(),
+    ));
+    let verify = |c: &PathBuf| {
+        let ca = format!("--ssl-ca={}", c.display());
+        cli(&p, &[ca.as_str(), "--ssl-verify-server-cert"], "SELECT 1").0
+    };
+    let old = cert.with_file_name("old.pem");
+    std::fs::copy(&cert, &old).unwrap();
+    assert!(verify(&old));
+    // renewed in place: new key and certificate behind the same names
+    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    std::fs::write(&key, ck.key_pair.serialize_pem()).unwrap();
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    let mut renewed = false;
+    for _ in 0..100 {
+        if verify(&cert) {
+            renewed = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    poller.abort();
+    assert!(renewed, "the renewed certificate was never served");
+    assert!(!verify(&old), "the old certificate is no longer served");
+}
