@@ -636,6 +636,33 @@ async fn proxy_marked(chaos: &Chaos, marker: bool) -> switchyard::app::Running {
     p
 }
 
+/// A proxy on the primary through a forwarder (with or without commit markers), a new
+/// table, a direct connection, and a client in a transaction that inserted row 1.
+async fn open_write(
+    marker: bool,
+    purpose: &str,
+) -> (
+    Chaos,
+    switchyard::app::Running,
+    String,
+    mysql_async::Conn,
+    mysql_async::Conn,
+) {
+    let chaos = Chaos::start("127.0.0.11:3306").await;
+    let p = proxy_marked(&chaos, marker).await;
+    let t = table(purpose);
+    let mut d = direct(PRIMARY).await;
+    d.query_drop(format!("CREATE TABLE {t} (id INT PRIMARY KEY)"))
+        .await
+        .unwrap();
+    let mut c = connect(&p, "strict").await;
+    c.query_drop("BEGIN").await.unwrap();
+    c.query_drop(format!("INSERT INTO {t} VALUES (1)"))
+        .await
+        .unwrap();
+    (chaos, p, t, d, c)
+}
+
 /// The ids in `t` on the primary once it holds `n` rows (bounded wait).
 async fn ids_once(d: &mut mysql_async::Conn, t: &str, n: usize) -> Vec<u32> {
     let q = format!("SELECT id FROM {t} ORDER BY id");
@@ -689,19 +716,8 @@ async fn marker_rows(d: &mut mysql_async::Conn, p: &switchyard::app::Running, co
 /// replayed and committed once. The session's end deletes its marker row.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_lost_in_flight_is_found_out_by_its_marker() {
-    let chaos = Chaos::start("127.0.0.11:3306").await;
-    let p = proxy_marked(&chaos, true).await;
-    let t = table("marked");
-    let mut d = direct(PRIMARY).await;
-    d.query_drop(format!("CREATE TABLE {t} (id INT PRIMARY KEY)"))
-        .await
-        .unwrap();
-    let mut c = connect(&p, "strict").await;
+    let (chaos, p, t, mut d, c) = open_write(true, "marked").await;
     let id = c.id();
-    c.query_drop("BEGIN").await.unwrap();
-    c.query_drop(format!("INSERT INTO {t} VALUES (1)"))
-        .await
-        .unwrap();
     let (r, mut c) = commit_cut(&chaos, c, Flow::NoReplies, async {
         ids_once(&mut d, &t, 1).await;
     })
@@ -747,18 +763,7 @@ async fn a_commit_lost_in_flight_is_found_out_by_its_marker() {
 /// server's death would be: 2013, and the connection closes (its outcome is unknown).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_lost_in_flight_without_a_marker_is_2013_and_closes() {
-    let chaos = Chaos::start("127.0.0.11:3306").await;
-    let p = proxy_marked(&chaos, false).await;
-    let t = table("unmarked");
-    let mut d = direct(PRIMARY).await;
-    d.query_drop(format!("CREATE TABLE {t} (id INT PRIMARY KEY)"))
-        .await
-        .unwrap();
-    let mut c = connect(&p, "strict").await;
-    c.query_drop("BEGIN").await.unwrap();
-    c.query_drop(format!("INSERT INTO {t} VALUES (1)"))
-        .await
-        .unwrap();
+    let (chaos, p, t, mut d, c) = open_write(false, "unmarked").await;
     let (r, mut c) = commit_cut(&chaos, c, Flow::NoReplies, async {
         ids_once(&mut d, &t, 1).await;
     })

@@ -97,11 +97,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
     }
 
-    fn node_healthy(&self, node: usize) -> bool {
-        let snap = self.shared.topology.snapshot();
-        snap.node(node).is_some_and(|e| e.healthy)
-    }
-
     /// `work` on a standby's connection, given up if the standby leaves health meanwhile
     /// (a frozen server never answers; the probes notice).
     pub(super) async fn unless_failed<T>(
@@ -344,7 +339,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 Err(BackendError::Server(e)) => return Err(e.into()),
                 // a pooled connection that had died is replaced once, unless the backend
                 // itself left health meanwhile (a frozen standby: another one runs it)
-                Err(e) if attempt == 0 && self.node_healthy(node.id) => {
+                Err(e) if attempt == 0 && self.shared.topology.snapshot().healthy(node.id) => {
                     tracing::debug!(backend = %node.name, error = %e, "pooled connection failed on sync; retrying");
                 }
                 Err(e) => return Err(self.unavailable(node, e.to_string())),
@@ -445,7 +440,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let first = (payload, give_up);
         let (result, out_seq) =
             relay_giving_up(conn, &mut self.io, first, (kind, enc, seq), digest, hold).await;
-        self.handle.done_waiting();
+        if watch {
+            self.handle.done_waiting();
+        }
         *self.handle.running.lock() = None;
         if let Some(st) = result.as_ref().ok().and_then(|s| s.status) {
             u.lease.conn().status = st; // the pool checks it before taking the connection back

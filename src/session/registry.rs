@@ -75,7 +75,7 @@ impl Handle {
         woken.as_mut().enable();
         // SeqCst: a sweep that misses this store comes after the snapshot checked below
         self.waiting_on.store(node + 1, Ordering::SeqCst);
-        if topology.snapshot().node(node).is_none_or(|e| !e.healthy) {
+        if !topology.snapshot().healthy(node) {
             return;
         }
         woken.await

@@ -221,6 +221,11 @@ impl Snapshot {
         self.entries.iter().find(|e| e.node.id == id)
     }
 
+    /// Whether backend `id` is in the topology and in health.
+    pub fn healthy(&self, id: usize) -> bool {
+        self.node(id).is_some_and(|e| e.healthy)
+    }
+
     /// Discovery has answered and every backend has had its first probe.
     pub fn ready(&self) -> bool {
         self.discovered && self.discovery_error.is_none() && self.entries.iter().all(|e| e.checked)
@@ -322,7 +327,7 @@ impl Topology {
     pub async fn failed(&self, id: usize) {
         let mut rx = self.version.subscribe();
         loop {
-            if self.snapshot().node(id).is_none_or(|e| !e.healthy) {
+            if !self.snapshot().healthy(id) {
                 return;
             }
             if rx.changed().await.is_err() {
